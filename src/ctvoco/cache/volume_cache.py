@@ -1,0 +1,264 @@
+"""The volume cache: preprocessed series on disk, one ``.npy`` per series, plus a manifest.
+
+Layout of a cache directory::
+
+    cache.json             the preprocessing variant (fingerprint) every array was made with
+    volumes/<key>.npy      uint8 arrays, C-contiguous, loadable with mmap
+    records/<key>.json     one record per processed series (status ok or failed)
+    manifest.csv           all records as one table, rebuilt at the end of every run
+
+Keys are ``<patient_id>_<series_id>`` for RSNA and ``<case_id>`` for FLARE. Every file is
+written to a temporary name and renamed into place, so a killed run never leaves a partial
+array under a final name; a re-run skips the series that are done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctvoco.errors import DataError, UserError
+from ctvoco.preprocessing.pipeline import PreprocessConfig
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MANIFEST_COLUMNS = (
+    "key",
+    "patient_id",
+    "series_id",
+    "source",
+    "status",
+    "error",
+    "warnings",
+    "original_shape",
+    "spacing",
+    "crop_box",
+    "windows",
+    "shape",
+    "seconds",
+)
+_TMP_MARK = ".tmp-"
+
+
+def check_key(key: str) -> str:
+    """Validate a cache key: letters, digits, ``_ . -``; never a path."""
+    if not KEY_PATTERN.match(key) or ".." in key:
+        raise DataError(f"invalid cache key {key!r}: only letters, digits, '_', '.', '-' allowed")
+    return key
+
+
+class VolumeCache:
+    """A cache directory of preprocessed series (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # -- layout -----------------------------------------------------------------------
+    @property
+    def volumes_dir(self) -> Path:
+        """``<root>/volumes``."""
+        return self.root / "volumes"
+
+    @property
+    def records_dir(self) -> Path:
+        """``<root>/records``."""
+        return self.root / "records"
+
+    @property
+    def manifest_path(self) -> Path:
+        """``<root>/manifest.csv``."""
+        return self.root / "manifest.csv"
+
+    @property
+    def variant_path(self) -> Path:
+        """``<root>/cache.json``."""
+        return self.root / "cache.json"
+
+    def volume_path(self, key: str) -> Path:
+        """Where the array of ``key`` lives."""
+        return self.volumes_dir / f"{check_key(key)}.npy"
+
+    def record_path(self, key: str) -> Path:
+        """Where the record of ``key`` lives."""
+        return self.records_dir / f"{check_key(key)}.json"
+
+    # -- variant ----------------------------------------------------------------------
+    def variant(self) -> dict[str, Any] | None:
+        """The fingerprint this cache was built with, or ``None`` for a new cache."""
+        if not self.variant_path.exists():
+            return None
+        return json.loads(self.variant_path.read_text())
+
+    def ensure_variant(self, config: PreprocessConfig) -> None:
+        """Claim a new cache for ``config``, or check an existing one was built with it.
+
+        Raises:
+            UserError: The cache holds arrays of another preprocessing variant; mixing them
+                would silently change the data, so the user must pick another directory.
+        """
+        wanted = config.fingerprint()
+        existing = self.variant()
+        if existing is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.variant_path, json.dumps(wanted, indent=2, sort_keys=True))
+            return
+        if existing != wanted:
+            changed = sorted(
+                k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k)
+            )
+            detail = ", ".join(f"{k}: {existing.get(k)} -> {wanted.get(k)}" for k in changed)
+            raise UserError(
+                f"the cache at {self.root} was built with other preprocessing ({detail}); "
+                "use a new data.cache_dir for this variant or delete the old cache"
+            )
+
+    # -- arrays -----------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        """True when ``key`` was processed successfully and its array is present."""
+        record = self.record(key)
+        return bool(record and record.get("status") == "ok" and self.volume_path(key).exists())
+
+    def load(self, key: str, mmap: bool = True) -> np.ndarray:
+        """The cached array of ``key``, memory-mapped read-only by default."""
+        path = self.volume_path(key)
+        if not path.exists():
+            raise DataError(f"{path}: not in the cache (run ctvoco-preprocess first)")
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def write(self, key: str, array: np.ndarray) -> Path:
+        """Store ``array`` under ``key`` atomically (temporary file, then rename)."""
+        path = self.volume_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(path)
+        try:
+            with open(tmp, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+            tmp.replace(path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return path
+
+    # -- records and manifest -----------------------------------------------------------
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key``, or ``None``."""
+        path = self.record_path(key)
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        """Store one series' record atomically."""
+        path = self.record_path(str(record["key"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(dict(record), sort_keys=True))
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record, sorted by key."""
+        if not self.records_dir.exists():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.records_dir.glob("*.json"))]
+
+    def rebuild_manifest(self) -> pd.DataFrame:
+        """Write ``manifest.csv`` from the records and return it."""
+        frame = pd.DataFrame(self.records(), columns=list(MANIFEST_COLUMNS))
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.manifest_path, frame.to_csv(index=False))
+        return frame
+
+    def manifest(self) -> pd.DataFrame:
+        """The manifest table (rebuilt from records when the CSV is missing or stale)."""
+        frame = None
+        if self.manifest_path.exists():
+            text = dict.fromkeys(("key", "patient_id", "series_id", "error", "warnings"), str)
+            frame = pd.read_csv(self.manifest_path, dtype=text, keep_default_na=False)
+            if len(frame) != len(list(self.records_dir.glob("*.json"))):
+                frame = None
+        if frame is None:
+            frame = self.rebuild_manifest()
+        for column in ("error", "warnings"):
+            frame[column] = frame[column].fillna("").astype(str)
+        return frame
+
+    def ready_keys(self) -> list[str]:
+        """Keys whose arrays are present and whose records say ``ok``."""
+        frame = self.manifest()
+        keys = frame.loc[frame["status"] == "ok", "key"].astype(str)
+        return [k for k in keys if self.volume_path(k).exists()]
+
+    # -- housekeeping -------------------------------------------------------------------
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files left by killed runs of this host (live writers are kept)."""
+        removed = []
+        host = socket.gethostname()
+        for folder in (self.root, self.volumes_dir, self.records_dir):
+            if not folder.exists():
+                continue
+            for path in folder.glob(f"*{_TMP_MARK}*"):
+                owner = _tmp_owner(path)
+                if owner is not None and owner[0] == host and not _pid_alive(owner[1]):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                    removed.append(path)
+        return removed
+
+    def check_free_space(self, n_series: int, config: PreprocessConfig) -> None:
+        """Fail early when the disk cannot hold ``n_series`` more arrays.
+
+        Raises:
+            UserError: Not enough free space under the cache directory.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        needed = n_series * int(np.prod(config.output_shape)) + 4096 * n_series
+        free = shutil.disk_usage(self.root).free
+        if needed > free:
+            raise UserError(
+                f"not enough disk space in {self.root}: {n_series} series need about "
+                f"{needed / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free; free space or set "
+                "data.cache_dir= elsewhere"
+            )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}")
+
+
+def _tmp_owner(path: Path) -> tuple[str, int] | None:
+    _, _, tail = path.name.partition(_TMP_MARK)
+    host, _, pid = tail.rpartition("-")
+    return (host, int(pid)) if pid.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def keys_in(records: Iterable[Mapping[str, Any]], status: str) -> set[str]:
+    """Keys of the records with the given status."""
+    return {str(r["key"]) for r in records if r.get("status") == status}

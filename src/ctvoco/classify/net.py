@@ -1,0 +1,99 @@
+"""The CNN-LSTM injury network (ALGORITHMS.md §3.2).
+
+Per-slice timm encoder -> bidirectional LSTM (or GRU) over slices -> pooling over slices
+(``max`` default, ``mean``, ``attention``) -> five heads: ``bowel`` and ``extravasation``
+(one logit each), ``kidney``, ``liver``, ``spleen`` (three logits each).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ctvoco.errors import UserError
+from ctvoco.models.backbone import SliceEncoder
+from ctvoco.schema import BINARY_TARGETS, TARGET_CLASSES, TARGETS
+
+SEQUENCE_MODELS = ("lstm", "gru")
+SLICE_POOLINGS = ("max", "mean", "attention")
+
+
+def head_sizes() -> dict[str, int]:
+    """Logits per target: 1 for binary targets, 3 for the organs."""
+    return {t: 1 if t in BINARY_TARGETS else len(TARGET_CLASSES[t]) for t in TARGETS}
+
+
+class AttentionPool(nn.Module):
+    """Softmax-weighted mean over slices: ``(B, S, F)`` -> ``(B, F)``."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(
+            nn.Linear(features, features // 2), nn.Tanh(), nn.Linear(features // 2, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = torch.softmax(self.score(x).squeeze(-1), dim=1)
+        return torch.einsum("bs,bsf->bf", weights, x)
+
+
+class InjuryNet(nn.Module):
+    """Slice encoder + sequence model + slice pooling + five heads.
+
+    Args:
+        encoder: Per-slice encoder giving ``(N, F)`` features.
+        sequence: ``lstm`` or ``gru`` (bidirectional).
+        hidden: Hidden size per direction.
+        layers: Number of recurrent layers.
+        pooling: ``max``, ``mean`` or ``attention`` over slices.
+        dropout: Dropout before the heads.
+
+    Shapes:
+        ``(B, S, C, H, W)`` float -> dict of logits, ``(B, 1)`` or ``(B, 3)`` per target.
+    """
+
+    def __init__(
+        self,
+        encoder: SliceEncoder,
+        sequence: str = "lstm",
+        hidden: int = 128,
+        layers: int = 1,
+        pooling: str = "max",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if sequence not in SEQUENCE_MODELS:
+            raise UserError(
+                f"model.sequence must be one of {', '.join(SEQUENCE_MODELS)}; got {sequence!r}"
+            )
+        if pooling not in SLICE_POOLINGS:
+            raise UserError(
+                f"model.slice_pooling must be one of {', '.join(SLICE_POOLINGS)}; got {pooling!r}"
+            )
+        self.encoder = encoder
+        rnn = nn.LSTM if sequence == "lstm" else nn.GRU
+        self.sequence = rnn(
+            encoder.out_features, hidden, num_layers=layers, batch_first=True, bidirectional=True
+        )
+        self.pooling = pooling
+        self.attention = AttentionPool(2 * hidden) if pooling == "attention" else None
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({t: nn.Linear(2 * hidden, n) for t, n in head_sizes().items()})
+
+    def slice_features(self, x: Tensor) -> Tensor:
+        """``(B, S, C, H, W)`` -> ``(B, S, F)`` encoder features."""
+        b, s = x.shape[:2]
+        return self.encoder(x.flatten(0, 1)).float().view(b, s, -1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        features = self.slice_features(x)
+        sequence, _ = self.sequence(features)  # (B, S, 2*hidden)
+        if self.pooling == "max":
+            pooled = sequence.max(dim=1).values
+        elif self.pooling == "mean":
+            pooled = sequence.mean(dim=1)
+        else:
+            assert self.attention is not None
+            pooled = self.attention(sequence)
+        pooled = self.dropout(pooled)
+        return {t: head(pooled) for t, head in self.heads.items()}

@@ -1,0 +1,70 @@
+"""``ctvoco-pretrain``: VoCo pretraining of a timm backbone on CT volumes.
+
+Examples::
+
+    ctvoco-pretrain +experiment=flare data.root=/data/FLARE23
+    ctvoco-pretrain +experiment=rsna_pretrain data.root=/data/rsna data.exclude_folds=[0]
+    ctvoco-pretrain +experiment=demo_pretrain
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ctvoco.cli.app import hydra_app
+from ctvoco.cli.components import build, build_trainer
+from ctvoco.cli.training import (
+    build_datamodule,
+    make_synthetic_if_requested,
+    metric,
+    resolve_ckpt_path,
+    without_augmentation,
+)
+from ctvoco.training.history import MetricsHistory
+from ctvoco.voco.export import BackboneExport
+
+
+@hydra_app("pretrain")
+def main(cfg: DictConfig) -> dict[str, float | None]:
+    """Pretrain, export the backbone, and report whether positions were learned."""
+    output_dir = Path(cfg.paths.output_dir)
+    make_synthetic_if_requested(cfg)
+    views = build(cfg.model, "views")
+    datamodule = build_datamodule(cfg, "pretrain", views, without_augmentation(views))
+    module = build(cfg.model, "module")
+    history = MetricsHistory(output_dir, plot_groups=("loss", "intra", "position_mae"))
+    callbacks = [history]
+    export = BackboneExport(output_dir / "export") if cfg.get("export_backbone", True) else None
+    if export is not None:
+        callbacks.append(export)
+    trainer = build_trainer(cfg, extra_callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    result = {
+        "position_mae": metric(trainer, "val/position_mae"),
+        "position_mae_trivial": metric(trainer, "val/position_mae_trivial"),
+        "position_rank_corr": metric(trainer, "val/position_rank_corr"),
+    }
+    if trainer.is_global_zero:
+        _report(result, output_dir, export)
+    return result
+
+
+def _report(
+    result: dict[str, float | None], output_dir: Path, export: BackboneExport | None
+) -> None:
+    mae, trivial = result["position_mae"], result["position_mae_trivial"]
+    if mae is not None and trivial is not None:
+        verdict = "learned position" if mae < 0.8 * trivial else "not (yet) better than trivial"
+        print(
+            f"position MAE {mae:.4f} vs trivial {trivial:.4f} "
+            f"(rank corr {result['position_rank_corr']:.3f}): {verdict}"
+        )
+    print(f"run directory: {output_dir}")
+    if export is not None and export.path is not None:
+        print(f"exported backbone: {export.path}")
+
+
+if __name__ == "__main__":
+    main()

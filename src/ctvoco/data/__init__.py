@@ -1,0 +1,33 @@
+"""Data sets on top of the volume cache: RSNA and FLARE layouts, labels, folds, DataModules."""
+
+from ctvoco.data.datamodules import (
+    CachedVolumeDataModule,
+    ConcatDataModule,
+    FLAREDataModule,
+    RSNADataModule,
+    VolumeDataModule,
+)
+from ctvoco.data.dataset import CachedVolumeDataset, VolumeView, WholeVolume
+from ctvoco.data.flare import flare_cases
+from ctvoco.data.folds import load_or_make_folds, make_folds
+from ctvoco.data.rsna import read_rsna_labels, read_series_meta, rsna_series
+from ctvoco.data.sampling import SeededSampler, sample_seed
+
+__all__ = [
+    "CachedVolumeDataModule",
+    "CachedVolumeDataset",
+    "ConcatDataModule",
+    "FLAREDataModule",
+    "RSNADataModule",
+    "SeededSampler",
+    "VolumeDataModule",
+    "VolumeView",
+    "WholeVolume",
+    "flare_cases",
+    "load_or_make_folds",
+    "make_folds",
+    "read_rsna_labels",
+    "read_series_meta",
+    "rsna_series",
+    "sample_seed",
+]

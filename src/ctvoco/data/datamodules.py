@@ -1,0 +1,487 @@
+"""LightningDataModules shared by VoCo pretraining and injury classification.
+
+- :class:`RSNADataModule`: RSNA 2023 series with labels and patient folds (``purpose=
+  "classify"``), or as unlabelled volumes for pretraining (``purpose="pretrain"``) with
+  ``exclude_folds`` keeping the downstream validation patients out.
+- :class:`FLAREDataModule`: FLARE23 volumes, unlabelled.
+- :class:`ConcatDataModule`: several of the above shuffled together (e.g. FLARE + RSNA).
+
+Every module reads only from its volume cache (``data.cache_dir``); ``prepare_data``
+builds a missing cache from ``data.root`` (or says which command to run), ``setup`` builds
+the datasets. The view transform (what a model needs from a volume) is passed in by the
+training program.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from ctvoco.cache.builder import BuildSummary, SeriesSource, build_cache
+from ctvoco.cache.volume_cache import VolumeCache
+from ctvoco.data.dataset import CachedVolumeDataset, VolumeView
+from ctvoco.data.flare import DEFAULT_PATTERNS, flare_cases
+from ctvoco.data.folds import load_or_make_folds
+from ctvoco.data.rsna import read_rsna_labels, read_series_meta, rsna_series
+from ctvoco.data.sampling import SeededSampler
+from ctvoco.errors import UserError
+from ctvoco.metrics.rsna import classes_from_labels
+from ctvoco.preprocessing.pipeline import PreprocessConfig
+from ctvoco.schema import TARGET_CLASSES, TARGETS
+
+log = logging.getLogger(__name__)
+
+PURPOSES = ("classify", "pretrain")
+ITEM_COLUMNS = ["key", "cache", "patient_id", "series_id"]
+
+
+class VolumeDataModule(pl.LightningDataModule):
+    """Loaders over item tables; subclasses say which series are train and validation.
+
+    Args:
+        batch_size: Training batch size (volumes per step per process).
+        val_batch_size: Validation batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory (GPU training).
+        persistent_workers: Keep workers alive between epochs.
+        prefetch_factor: Batches prefetched per worker.
+        seed: Seed of shuffling, splits and per-sample randomness.
+        views: Transform for training samples.
+        val_views: Transform for validation samples (default: ``views``).
+        drop_last: Drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = 2,
+        seed: int = 42,
+        views: VolumeView | None = None,
+        val_views: VolumeView | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be at least 1; got {batch_size}")
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self.seed = seed
+        self.views = views
+        self.val_views = val_views
+        self.drop_last = drop_last
+        self.train_set: CachedVolumeDataset | None = None
+        self.val_set: CachedVolumeDataset | None = None
+
+    # -- to be provided by subclasses ---------------------------------------------------
+    def split_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(train_items, val_items)`` tables (see :class:`CachedVolumeDataset`)."""
+        raise NotImplementedError
+
+    def check_inputs(self) -> None:
+        """Raise a :class:`UserError` now if the data cannot be found (before any work)."""
+
+    # -- Lightning hooks ------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        train_items, val_items = self.split_items()
+        if train_items.empty and stage in (None, "fit"):
+            raise UserError(
+                f"{type(self).__name__}: no training volumes (check the cache and splits)"
+            )
+        self.train_set = CachedVolumeDataset(train_items, self.views, seed=self.seed)
+        self.val_set = CachedVolumeDataset(val_items, self.val_views or self.views, seed=self.seed)
+        log.info(
+            "%s: %d training and %d validation series",
+            type(self).__name__,
+            len(train_items),
+            len(val_items),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        assert self.val_set is not None
+        return self._loader(self.val_set, shuffle=False, batch_size=self.val_batch_size)
+
+    def _loader(
+        self, dataset: CachedVolumeDataset, *, shuffle: bool, batch_size: int
+    ) -> DataLoader:
+        world, rank = self._world()
+        sampler = SeededSampler(
+            len(dataset),
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            drop_last=self.drop_last and shuffle,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            drop_last=self.drop_last and shuffle,
+        )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return 1, 0
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if getattr(connector, "use_distributed_sampler", False):
+            raise UserError(
+                "ctvoco's data modules shard data across processes themselves; set "
+                "trainer.use_distributed_sampler=false"
+            )
+        return trainer.world_size, trainer.global_rank
+
+
+class CachedVolumeDataModule(VolumeDataModule):
+    """A data set with its own volume cache, built from ``root`` on demand.
+
+    Args:
+        root: Where the raw data set lives.
+        cache_dir: The volume cache directory.
+        preprocess: :class:`~ctvoco.preprocessing.PreprocessConfig` fields.
+        auto_preprocess: Build missing cache entries in ``prepare_data`` (else fail with the
+            ``ctvoco-preprocess`` command to run).
+        preprocess_workers: Processes used when building the cache.
+        val_fraction: Share of patients held out for validation where no folds apply.
+        **loader: See :class:`VolumeDataModule`.
+    """
+
+    data_name = "volumes"
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        cache_dir: str,
+        preprocess: Mapping[str, Any] | None = None,
+        auto_preprocess: bool = True,
+        preprocess_workers: int = 0,
+        val_fraction: float = 0.1,
+        **loader: Any,
+    ) -> None:
+        super().__init__(**loader)
+        if not 0.0 <= val_fraction < 1.0:
+            raise UserError(f"data.val_fraction must be in [0, 1); got {val_fraction}")
+        self.root = Path(root)
+        self.cache = VolumeCache(cache_dir)
+        self.preprocess = PreprocessConfig.from_mapping(preprocess)
+        self.auto_preprocess = auto_preprocess
+        self.preprocess_workers = preprocess_workers
+        self.val_fraction = val_fraction
+
+    def sources(self) -> list[SeriesSource]:
+        """Every series of the raw data set."""
+        raise NotImplementedError
+
+    def cache_only(self) -> bool:
+        """True when the raw data is absent but a usable cache exists (e.g. a copied cache)."""
+        return (
+            not self.root.exists()
+            and self.cache.variant() is not None
+            and bool(self.cache.ready_keys())
+        )
+
+    def check_inputs(self) -> None:
+        if self.cache_only():
+            self.cache.ensure_variant(self.preprocess)
+            return
+        self.sources()  # raises a UserError saying where the data is expected
+        self.cache.ensure_variant(self.preprocess)
+
+    def prepare_data(self) -> None:
+        self.build_cache(retry_failed=False)
+
+    def build_cache(
+        self, *, retry_failed: bool = False, shard: tuple[int, int] = (0, 1)
+    ) -> BuildSummary | None:
+        """Preprocess whatever the cache lacks; ``None`` when nothing was missing."""
+        if self.cache_only():
+            self.cache.ensure_variant(self.preprocess)
+            return None
+        sources = self.sources()
+        self.cache.ensure_variant(self.preprocess)
+        records = {r["key"]: r for r in self.cache.records()}
+        missing = [
+            s
+            for s in sources
+            if s.key not in records
+            or (records[s.key]["status"] == "ok" and not self.cache.volume_path(s.key).exists())
+            or (retry_failed and records[s.key]["status"] != "ok")
+        ]
+        if not missing:
+            return None
+        if not self.auto_preprocess:
+            raise UserError(
+                f"the cache at {self.cache.root} lacks {len(missing)} of {len(sources)} series; run "
+                f"ctvoco-preprocess data={self.data_name} data.root={self.root} "
+                f"data.cache_dir={self.cache.root} (or set data.auto_preprocess=true)"
+            )
+        return build_cache(
+            sources,
+            self.cache,
+            self.preprocess,
+            num_workers=self.preprocess_workers,
+            shard=shard,
+            retry_failed=True,
+        )
+
+    def ready_items(self) -> pd.DataFrame:
+        """Manifest rows of the series that are in the cache, as item rows."""
+        manifest = self.cache.manifest()
+        ready = manifest[manifest["status"] == "ok"].copy()
+        ready = ready[[self.cache.volume_path(str(k)).exists() for k in ready["key"]]]
+        ready["cache"] = str(self.cache.root)
+        ready["patient_id"] = ready["patient_id"].astype(str)
+        ready["series_id"] = ready["series_id"].fillna("").astype(str)
+        return ready[ITEM_COLUMNS].reset_index(drop=True)
+
+    def holdout(self, items: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Split items by patient: ``fraction`` of patients (at least one) for validation."""
+        patients = np.array(sorted(items["patient_id"].unique()))
+        if fraction <= 0 or len(patients) < 2:
+            return items, items.iloc[:0]
+        n_val = max(1, round(fraction * len(patients)))
+        val_patients = set(np.random.default_rng(self.seed).choice(patients, n_val, replace=False))
+        is_val = items["patient_id"].isin(val_patients)
+        return items[~is_val].reset_index(drop=True), items[is_val].reset_index(drop=True)
+
+
+class FLAREDataModule(CachedVolumeDataModule):
+    """FLARE23 volumes (NIfTI), unlabelled: for pretraining.
+
+    Args:
+        patterns: Glob patterns of the volumes under ``root``.
+        **kwargs: See :class:`CachedVolumeDataModule`.
+    """
+
+    data_name = "flare"
+
+    def __init__(
+        self,
+        *,
+        patterns: Sequence[str] = DEFAULT_PATTERNS,
+        purpose: str = "pretrain",
+        **kwargs: Any,
+    ) -> None:
+        if purpose != "pretrain":
+            raise UserError("FLARE23 has no injury labels: use it for pretraining only")
+        super().__init__(**kwargs)
+        self.patterns = tuple(patterns)
+
+    def sources(self) -> list[SeriesSource]:
+        return flare_cases(self.root, self.patterns)
+
+    def split_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return self.holdout(self.ready_items(), self.val_fraction)
+
+
+class RSNADataModule(CachedVolumeDataModule):
+    """RSNA 2023 series, labelled (classification) or unlabelled (pretraining).
+
+    Args:
+        split: ``train`` or ``test`` (the image folder to read).
+        purpose: ``classify`` (labels and folds) or ``pretrain`` (labels ignored).
+        labels_csv: ``train.csv`` (default ``<root>/train.csv``).
+        series_meta_csv: ``train_series_meta.csv`` (default ``<root>/train_series_meta.csv``),
+            used for the series counts that folds are stratified on.
+        fold: Validation fold for classification; ``None`` trains on every patient.
+        n_folds: Number of folds.
+        fold_seed: Seed of the fold assignment.
+        exclude_folds: Folds whose patients pretraining must never see.
+        train_fraction: Share of training patients used (label-efficiency studies).
+        **kwargs: See :class:`CachedVolumeDataModule`.
+    """
+
+    data_name = "rsna"
+
+    def __init__(
+        self,
+        *,
+        split: str = "train",
+        purpose: str = "classify",
+        labels_csv: str | None = None,
+        series_meta_csv: str | None = None,
+        fold: int | None = 0,
+        n_folds: int = 5,
+        fold_seed: int = 42,
+        exclude_folds: Sequence[int] = (),
+        train_fraction: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if purpose not in PURPOSES:
+            raise UserError(f"data.purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}")
+        if fold is not None and not 0 <= fold < n_folds:
+            raise UserError(f"data.fold must be in 0..{n_folds - 1} (or null); got {fold}")
+        bad = [f for f in exclude_folds if not 0 <= int(f) < n_folds]
+        if bad:
+            raise UserError(f"data.exclude_folds must be in 0..{n_folds - 1}; got {bad}")
+        if not 0.0 < train_fraction <= 1.0:
+            raise UserError(f"data.train_fraction must be in (0, 1]; got {train_fraction}")
+        self.split = split
+        self.purpose = purpose
+        self.labels_csv = Path(labels_csv) if labels_csv else self.root / "train.csv"
+        self.series_meta_csv = (
+            Path(series_meta_csv) if series_meta_csv else self.root / "train_series_meta.csv"
+        )
+        self.fold = fold
+        self.n_folds = n_folds
+        self.fold_seed = fold_seed
+        self.exclude_folds = tuple(int(f) for f in exclude_folds)
+        self.train_fraction = train_fraction
+
+    def sources(self) -> list[SeriesSource]:
+        return rsna_series(self.root, self.split)
+
+    def check_inputs(self) -> None:
+        super().check_inputs()
+        if self.purpose == "classify" or self.exclude_folds:
+            self.labels()
+
+    def labels(self) -> pd.DataFrame:
+        """Validated labels (``train.csv``)."""
+        if not self.labels_csv.exists():
+            raise UserError(
+                f"labels not found: {self.labels_csv} (set data.labels_csv=); classification "
+                "and data.exclude_folds need train.csv"
+            )
+        return read_rsna_labels(self.labels_csv)
+
+    def folds(self, labels: pd.DataFrame | None = None) -> pd.DataFrame:
+        """``patient_id``, ``fold`` for every labelled patient, saved next to the cache."""
+        labels = self.labels() if labels is None else labels
+        counts = None
+        if self.series_meta_csv.exists():
+            counts = read_series_meta(self.series_meta_csv).groupby("patient_id").size()
+        return load_or_make_folds(self.cache.root, labels, counts, self.n_folds, self.fold_seed)
+
+    def split_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        items = self.ready_items()
+        items["patient_int"] = items["patient_id"].astype(np.int64)
+        if self.purpose == "pretrain":
+            if self.exclude_folds:
+                folds = self.folds()
+                excluded = set(folds.loc[folds["fold"].isin(self.exclude_folds), "patient_id"])
+                items = items[~items["patient_int"].isin(excluded)]
+                log.info(
+                    "pretraining excludes %d patients of folds %s",
+                    len(excluded),
+                    self.exclude_folds,
+                )
+            train, val = self.holdout(items.drop(columns="patient_int"), self.val_fraction)
+            return train, val
+        labels = self.labels()
+        labelled = self._attach_labels(items, labels)
+        folds = self.folds(labels).set_index("patient_id")["fold"]
+        fold_of = labelled["patient_int"].map(folds)
+        if self.fold is None:
+            train, val = labelled, labelled.iloc[:0]
+        else:
+            train, val = labelled[fold_of != self.fold], labelled[fold_of == self.fold]
+        train = self._subsample(train)
+        return (
+            train.drop(columns="patient_int").reset_index(drop=True),
+            val.drop(columns="patient_int").reset_index(drop=True),
+        )
+
+    def class_prevalence(self) -> list[float]:
+        """Frequency of each of the 13 classes among the training patients (fallback prediction)."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        items = self.train_set.items.drop_duplicates("patient_id")
+        frequencies = []
+        for target in TARGETS:
+            counts = np.bincount(
+                items[target].to_numpy(dtype=np.int64), minlength=len(TARGET_CLASSES[target])
+            )
+            frequencies += (counts / max(1, counts.sum())).tolist()
+        return frequencies
+
+    def _attach_labels(self, items: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+        classes = pd.DataFrame(classes_from_labels(labels), columns=list(TARGETS))
+        classes["patient_int"] = labels["patient_id"].to_numpy()
+        merged = items.merge(classes, on="patient_int", how="left", indicator=True)
+        unlabelled = merged.loc[merged["_merge"] == "left_only", "patient_id"].unique()
+        if len(unlabelled):
+            log.warning(
+                "%d patient(s) have images but no labels in %s and are skipped: %s",
+                len(unlabelled),
+                self.labels_csv,
+                ", ".join(map(str, unlabelled[:5])),
+            )
+        without_images = sorted(set(labels["patient_id"]) - set(items["patient_int"]))
+        if without_images:
+            log.warning(
+                "%d labelled patient(s) have no cached series and are skipped: %s",
+                len(without_images),
+                ", ".join(map(str, without_images[:5])),
+            )
+        merged = merged[merged["_merge"] == "both"].drop(columns="_merge")
+        merged[list(TARGETS)] = merged[list(TARGETS)].astype(np.int64)
+        return merged
+
+    def _subsample(self, train: pd.DataFrame) -> pd.DataFrame:
+        if self.train_fraction >= 1.0:
+            return train
+        patients = np.array(sorted(train["patient_int"].unique()))
+        n_keep = max(1, round(self.train_fraction * len(patients)))
+        keep = np.random.default_rng([self.seed, 1]).choice(patients, n_keep, replace=False)
+        return train[train["patient_int"].isin(set(keep))]
+
+
+class ConcatDataModule(VolumeDataModule):
+    """Several cached data sets shuffled together (e.g. FLARE + RSNA for pretraining).
+
+    Args:
+        members: Named data modules; their caches are built by their own ``prepare_data``.
+        **loader: Loader options (see :class:`VolumeDataModule`); members' own are ignored.
+    """
+
+    def __init__(self, *, members: Mapping[str, CachedVolumeDataModule], **loader: Any) -> None:
+        super().__init__(**loader)
+        if not members:
+            raise UserError("data.members is empty: name at least one data set")
+        self.members = dict(members)
+
+    def check_inputs(self) -> None:
+        for member in self.members.values():
+            member.check_inputs()
+
+    def prepare_data(self) -> None:
+        for member in self.members.values():
+            member.prepare_data()
+
+    def split_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        parts = [member.split_items() for member in self.members.values()]
+        train = pd.concat([p[0][ITEM_COLUMNS] for p in parts], ignore_index=True)
+        val = pd.concat([p[1][ITEM_COLUMNS] for p in parts], ignore_index=True)
+        return train, val

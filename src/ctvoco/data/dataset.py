@@ -1,0 +1,89 @@
+"""A dataset over cached volumes: memory-mapped reads, a view transform, labels when known."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from ctvoco.cache.volume_cache import VolumeCache
+from ctvoco.data.sampling import sample_seed
+from ctvoco.schema import TARGETS
+
+
+class VolumeView(Protocol):
+    """Turns one cached volume into the tensors a model consumes.
+
+    ``volume`` is the read-only memory-mapped cache array (``(D, H, W)`` or ``(C, D, H, W)``
+    uint8); all randomness must come from ``rng``.
+    """
+
+    def __call__(self, volume: np.ndarray, rng: np.random.Generator) -> dict[str, Any]: ...
+
+
+class WholeVolume:
+    """The default view: the whole cached volume as a uint8 tensor under ``"volume"``."""
+
+    def __call__(self, volume: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        return {"volume": torch.from_numpy(np.array(volume))}
+
+
+class CachedVolumeDataset(Dataset[dict[str, Any]]):
+    """Samples from a :class:`VolumeCache`, one per row of ``items``.
+
+    Args:
+        items: One row per series: ``key``, ``cache`` (its cache directory), ``patient_id``,
+            ``series_id`` and, for labelled data, one integer class column per target
+            (``bowel`` ... ``spleen``). Rows may come from several caches.
+        view: What to make of each volume (default :class:`WholeVolume`).
+        seed: Seed for samples requested by plain index (without a :class:`SeededSampler`).
+
+    A sample is the view's dict plus ``key``, ``patient_id``, ``series_id`` and, when the
+    items carry labels, ``labels``: ``(5,)`` int64 classes in schema target order.
+    """
+
+    def __init__(
+        self,
+        items: pd.DataFrame,
+        view: VolumeView | Callable[..., dict[str, Any]] | None = None,
+        seed: int = 0,
+    ) -> None:
+        missing = [c for c in ("key", "cache", "patient_id", "series_id") if c not in items.columns]
+        if missing:
+            raise ValueError(f"items lack column(s) {', '.join(missing)}")
+        self.items = items.reset_index(drop=True)
+        self.view = view or WholeVolume()
+        self.seed = seed
+        self.has_labels = all(t in self.items.columns for t in TARGETS)
+        self._keys: Sequence[str] = self.items["key"].astype(str).tolist()
+        self._caches = {
+            root: VolumeCache(root) for root in self.items["cache"].astype(str).unique()
+        }
+        self._cache_of: Sequence[str] = self.items["cache"].astype(str).tolist()
+        self._labels = (
+            torch.as_tensor(self.items[list(TARGETS)].to_numpy(dtype=np.int64))
+            if self.has_labels
+            else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = (
+            item if isinstance(item, tuple) else (int(item), sample_seed(self.seed, 0, int(item)))
+        )
+        key = self._keys[index]
+        volume = self._caches[self._cache_of[index]].load(key, mmap=True)
+        sample = self.view(volume, np.random.default_rng(seed))
+        row = self.items.iloc[index]
+        sample["key"] = key
+        sample["patient_id"] = str(row["patient_id"])
+        sample["series_id"] = str(row["series_id"])
+        if self._labels is not None:
+            sample["labels"] = self._labels[index]
+        return sample

@@ -1,0 +1,157 @@
+"""The RSNA 2023 Abdominal Trauma Detection layout: series discovery and label files.
+
+::
+
+    <root>/train.csv                        one row per patient (labels)
+    <root>/train_series_meta.csv            patient_id, series_id, aortic_hu, incomplete_organ
+    <root>/train_images/<patient_id>/<series_id>/<instance>.dcm
+    <root>/test_images/<patient_id>/<series_id>/<instance>.dcm
+
+Patient and series ids are integers; they are validated before they become paths or keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctvoco.cache.builder import SeriesSource
+from ctvoco.errors import DataError, UserError
+from ctvoco.schema import LABEL_COLUMNS, PREDICTION_COLUMNS, TARGETS, target_columns
+
+log = logging.getLogger(__name__)
+
+RSNA_URL = "https://www.kaggle.com/competitions/rsna-2023-abdominal-trauma-detection/data"
+SPLITS = ("train", "test")
+
+
+def parse_id(value: object, what: str, where: str) -> int:
+    """An id as a non-negative integer, or a :class:`DataError` naming where it came from."""
+    text = str(value).strip()
+    if text.endswith(".0"):  # integers that went through a float column
+        text = text[:-2]
+    if not text.isdigit():
+        raise DataError(f"{where}: {what} must be a non-negative integer; got {value!r}")
+    return int(text)
+
+
+def images_dir(root: str | os.PathLike[str], split: str = "train") -> Path:
+    """``<root>/<split>_images``, or a :class:`UserError` saying how to get the data."""
+    if split not in SPLITS:
+        raise UserError(f"data.split must be one of {', '.join(SPLITS)}; got {split!r}")
+    folder = Path(root) / f"{split}_images"
+    if not folder.is_dir():
+        raise UserError(
+            f"RSNA 2023 data not found: expected {split}_images/<patient>/<series>/*.dcm under "
+            f"{Path(root).resolve()} (data.root); download it from {RSNA_URL} (kaggle "
+            "competitions download -c rsna-2023-abdominal-trauma-detection), unzip, and set "
+            "data.root=/path/to/rsna-2023-abdominal-trauma-detection"
+        )
+    return folder
+
+
+def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[SeriesSource]:
+    """Every series folder of the split, keyed ``<patient_id>_<series_id>``.
+
+    Non-integer folder names are reported and skipped; hidden entries are ignored.
+    """
+    folder = images_dir(root, split)
+    sources = []
+    skipped = []
+    for patient_dir in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if not patient_dir.is_dir() or not patient_dir.name.isdigit():
+            skipped.append(patient_dir.name)
+            continue
+        for series_dir in sorted(p for p in patient_dir.iterdir() if not p.name.startswith(".")):
+            if not series_dir.is_dir() or not series_dir.name.isdigit():
+                skipped.append(f"{patient_dir.name}/{series_dir.name}")
+                continue
+            pid, sid = int(patient_dir.name), int(series_dir.name)
+            sources.append(SeriesSource(f"{pid}_{sid}", str(series_dir), str(pid), str(sid)))
+    if skipped:
+        log.warning(
+            "%s: skipped %d entries whose names are not integer ids: %s",
+            folder,
+            len(skipped),
+            ", ".join(skipped[:5]),
+        )
+    return sources
+
+
+def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate ``train.csv``.
+
+    Checks: required columns present, integer and unique ``patient_id``, 0/1 values, each
+    target one-hot, ``any_injury`` (when present) consistent with the targets.
+
+    Returns:
+        ``patient_id`` (int64) + the 13 one-hot columns + ``any_injury``, sorted by patient.
+
+    Raises:
+        DataError: Naming the file, the CSV line and the patient.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: label file not found")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    missing = [c for c in ("patient_id", *PREDICTION_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    line = {i: i + 2 for i in range(len(frame))}  # header is line 1
+    frame["patient_id"] = [
+        parse_id(v, "patient_id", f"{path}:{line[i]}") for i, v in enumerate(frame["patient_id"])
+    ]
+    duplicated = frame["patient_id"].duplicated(keep=False)
+    if duplicated.any():
+        ids = sorted(set(frame.loc[duplicated, "patient_id"]))[:5]
+        raise DataError(f"{path}: duplicate patient_id(s) {', '.join(map(str, ids))}")
+    for column in PREDICTION_COLUMNS:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}:{line[i]}: patient {frame['patient_id'].iloc[i]}: {column} must be 0 or 1; "
+                f"got {frame[column].iloc[i]!r}"
+            )
+        frame[column] = values.astype(np.int64)
+    for target in TARGETS:
+        sums = frame[target_columns(target)].sum(axis=1)
+        if (sums != 1).any():
+            i = int(np.flatnonzero((sums != 1).to_numpy())[0])
+            raise DataError(
+                f"{path}:{line[i]}: patient {frame['patient_id'].iloc[i]}: the {target} columns "
+                f"({', '.join(target_columns(target))}) must be one-hot; they sum to {sums.iloc[i]}"
+            )
+    derived = 1 - frame[[f"{t}_healthy" for t in TARGETS]].min(axis=1)
+    if "any_injury" in frame.columns:
+        inconsistent = pd.to_numeric(frame["any_injury"], errors="coerce") != derived
+        if inconsistent.any():
+            i = int(np.flatnonzero(inconsistent.to_numpy())[0])
+            raise DataError(
+                f"{path}:{line[i]}: patient {frame['patient_id'].iloc[i]}: any_injury="
+                f"{frame['any_injury'].iloc[i]} contradicts the target columns"
+            )
+    frame["any_injury"] = derived.astype(np.int64)
+    return frame[["patient_id", *LABEL_COLUMNS]].sort_values("patient_id").reset_index(drop=True)
+
+
+def read_series_meta(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``train_series_meta.csv`` (validated integer ids)."""
+    path = Path(path)
+    frame = pd.read_csv(path)
+    missing = [c for c in ("patient_id", "series_id") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in ("patient_id", "series_id"):
+        frame[column] = [
+            parse_id(v, column, f"{path}:{i + 2}") for i, v in enumerate(frame[column])
+        ]
+    return frame

@@ -1,0 +1,311 @@
+"""Read one DICOM CT series (a folder of slices) into a canonical :class:`CTVolume`.
+
+What the reader guarantees (ALGORITHMS.md §1.1):
+
+- slices are ordered by their position along the slice normal, never by file name; when
+  positions are missing it falls back to ``InstanceNumber`` and says so;
+- stored values are sign-extended when ``BitsStored < BitsAllocated`` on signed data, then
+  rescaled to HU; ``MONOCHROME1`` slices are inverted;
+- RLE Lossless (RSNA's transfer syntax) decodes through pylibjpeg-rle; other compressed
+  syntaxes go through pydicom's plugins, with an error naming the missing plugin;
+- a series mixing several SeriesInstanceUIDs, duplicate positions with different pixels, a
+  non-axial orientation, and unreadable, truncated or undecodable files are errors naming
+  the file; gaps (missing slices) and small gantry tilts are recorded as warnings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pydicom.pixels
+from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless
+
+from ctvoco.errors import DataError
+from ctvoco.io.volume import CTVolume, to_canonical
+
+MAX_TILT_COS = 0.8
+"""Below this |cos| between slice normal and patient z, a series is not axial (~37° tilt)."""
+
+TILT_WARNING_COS = 0.996
+"""Below this |cos| (~5°) a tilted gantry is reported as a warning."""
+
+GAP_FACTOR = 1.5
+"""A step between slices larger than this many times the median spacing is a gap."""
+
+DUPLICATE_MM = 1e-3
+
+
+@dataclass
+class _Slice:
+    path: Path
+    ds: Dataset
+
+
+def series_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files of one series folder: ``*.dcm`` if any, else every non-hidden regular file."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a directory of DICOM files")
+    files = sorted(p for p in folder.glob("*.dcm") if p.is_file())
+    if not files:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{folder}: contains no DICOM files")
+    return files
+
+
+def read_dicom_series(
+    path: str | os.PathLike[str], *, decoding_plugin: str | None = None
+) -> CTVolume:
+    """Read a folder holding one CT series (any file names, any order).
+
+    Args:
+        path: Folder of the series' ``.dcm`` files.
+        decoding_plugin: Force a pydicom decoding plugin (``"pylibjpeg"``, ``"pydicom"``);
+            by default RLE uses pylibjpeg-rle when installed.
+
+    Returns:
+        The series in HU, canonical orientation, with spacing, slice positions and warnings.
+
+    Raises:
+        DataError: The series cannot be read faithfully; the message names the file.
+    """
+    folder = Path(path)
+    slices = [_read_header(f) for f in series_files(folder)]
+    _check_single_series(folder, slices)
+    row_cos, col_cos, normal = _orientation(folder, slices)
+    warnings: list[str] = []
+    if abs(normal[2]) < TILT_WARNING_COS:
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
+        warnings.append(f"{folder}: slices are tilted {tilt:.1f} degrees from axial")
+
+    slices, positions = _order_slices(folder, slices, normal, warnings)
+    hu = _decode_all(slices, decoding_plugin)
+    slices, positions, hu = _drop_duplicates(folder, slices, positions, hu, warnings)
+    z_spacing = _check_spacing(folder, positions, slices[0].ds, warnings)
+
+    row_spacing, col_spacing = (float(v) for v in slices[0].ds.get("PixelSpacing", (1.0, 1.0)))
+    if "PixelSpacing" not in slices[0].ds:
+        warnings.append(f"{slices[0].path}: no PixelSpacing, assuming 1 mm")
+    # Array axes: slice (ordered cranial->caudal), row (along col_cos), column (along row_cos).
+    directions = np.stack([[0.0, 0.0, -1.0], col_cos, row_cos])
+    hu, spacing = to_canonical(hu, directions, (z_spacing, row_spacing, col_spacing))
+    first = slices[0].ds
+    return CTVolume(
+        hu=hu,
+        spacing=spacing,
+        positions=positions,
+        patient_id=str(first.get("PatientID", "")) or None,
+        series_id=str(first.get("SeriesInstanceUID", "")) or None,
+        source=str(folder),
+        warnings=warnings,
+    )
+
+
+def _read_header(path: Path) -> _Slice:
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
+        raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise DataError(f"{path}: has no pixel data")
+    return _Slice(path, ds)
+
+
+def _check_single_series(folder: Path, slices: list[_Slice]) -> None:
+    uids = Counter(str(s.ds.get("SeriesInstanceUID", "?")) for s in slices)
+    if len(uids) > 1:
+        listing = ", ".join(f"{uid} ({n} files)" for uid, n in uids.most_common())
+        raise DataError(f"{folder}: mixes {len(uids)} series: {listing}")
+
+
+def _orientation(folder: Path, slices: list[_Slice]) -> tuple[np.ndarray, ...]:
+    first = slices[0].ds
+    iop = first.get("ImageOrientationPatient")
+    if iop is None:
+        row_cos, col_cos = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    else:
+        values = np.asarray([float(v) for v in iop])
+        row_cos, col_cos = values[:3], values[3:]
+        for s in slices[1:]:
+            other = s.ds.get("ImageOrientationPatient")
+            if other is not None and not np.allclose([float(v) for v in other], values, atol=1e-3):
+                raise DataError(f"{s.path}: ImageOrientationPatient differs from {slices[0].path}")
+    normal = np.cross(row_cos, col_cos)
+    if abs(normal[2]) < MAX_TILT_COS:
+        raise DataError(
+            f"{folder}: not an axial series (slice normal {np.round(normal, 3).tolist()}); "
+            "only axial CT is supported"
+        )
+    return row_cos, col_cos, normal
+
+
+def _order_slices(
+    folder: Path, slices: list[_Slice], normal: np.ndarray, warnings: list[str]
+) -> tuple[list[_Slice], np.ndarray]:
+    """Sort cranial first; return the slices and their patient-z positions (mm)."""
+    if all("ImagePositionPatient" in s.ds for s in slices):
+        ipp = np.array([[float(v) for v in s.ds.ImagePositionPatient] for s in slices])
+        along_normal = ipp @ normal
+        # Cranial first: decreasing position along the normal oriented towards the head.
+        key = -along_normal * np.sign(normal[2])
+        order = np.argsort(key, kind="stable")
+        positions = along_normal[order] * np.sign(normal[2])
+        return [slices[i] for i in order], positions
+    if not all("InstanceNumber" in s.ds for s in slices):
+        raise DataError(
+            f"{folder}: slices have neither ImagePositionPatient nor InstanceNumber; "
+            "their order is unknown"
+        )
+    warnings.append(f"{folder}: no ImagePositionPatient, slices ordered by InstanceNumber")
+    numbers = np.array([int(s.ds.InstanceNumber) for s in slices])
+    if len(set(numbers.tolist())) != len(numbers):
+        raise DataError(f"{folder}: duplicate InstanceNumbers and no positions")
+    order = np.argsort(numbers, kind="stable")
+    thickness = float(slices[0].ds.get("SliceThickness", 1.0) or 1.0)
+    return [slices[i] for i in order], -np.arange(len(slices), dtype=float) * thickness
+
+
+def _decode_all(slices: list[_Slice], plugin: str | None) -> np.ndarray:
+    first = slices[0].ds
+    shape = (len(slices), int(first.Rows), int(first.Columns))
+    rescaled = [_rescale_params(s) for s in slices]
+    integral = all(slope == 1.0 and float(icpt).is_integer() for slope, icpt in rescaled)
+    out = np.empty(shape, dtype=np.int16 if integral else np.float32)
+    for i, s in enumerate(slices):
+        if (int(s.ds.Rows), int(s.ds.Columns)) != shape[1:]:
+            raise DataError(
+                f"{s.path}: slice size {s.ds.Rows}x{s.ds.Columns} differs from "
+                f"{slices[0].path} ({shape[1]}x{shape[2]})"
+            )
+        stored = _stored_values(s, plugin)
+        slope, intercept = rescaled[i]
+        if integral:
+            hu = stored.astype(np.int32) + int(intercept)
+            out[i] = np.clip(hu, np.iinfo(np.int16).min, np.iinfo(np.int16).max)
+        else:
+            out[i] = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        if str(s.ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
+            wide = out[i].astype(np.float64)
+            out[i] = wide.max() + wide.min() - wide
+    return out
+
+
+def _rescale_params(s: _Slice) -> tuple[float, float]:
+    return float(s.ds.get("RescaleSlope", 1.0) or 1.0), float(s.ds.get("RescaleIntercept", 0.0))
+
+
+def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
+    """Decoded, sign-extended stored values of one slice, ``(H, W)`` integer."""
+    ds = s.ds
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    options: dict[str, Any] = {}
+    if syntax is not None and syntax.is_compressed:
+        _require_decoder(s.path, syntax)
+        if plugin is not None:
+            options["decoding_plugin"] = plugin
+        elif syntax == RLELossless and "pylibjpeg" in _available_plugins(syntax):
+            options["decoding_plugin"] = "pylibjpeg"
+    try:
+        if options:
+            ds.pixel_array_options(**options)
+        values = ds.pixel_array
+    except Exception as exc:  # truncated or corrupt pixel data surface as many types
+        raise DataError(
+            f"{s.path}: pixel data could not be decoded ({type(exc).__name__}: {exc})"
+        ) from exc
+    if values.ndim != 2:
+        raise DataError(f"{s.path}: expected one 2D frame, got pixel array of shape {values.shape}")
+    return sign_extend(
+        values, int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
+    )
+
+
+def sign_extend(
+    values: np.ndarray, bits_allocated: int, bits_stored: int, signed: int
+) -> np.ndarray:
+    """Sign-extend signed values stored in fewer bits than allocated: ``(v << s) >> s``.
+
+    Some RSNA files hold two's-complement values in ``BitsStored`` bits without extending
+    the sign into the unused high bits. Idempotent on values that are already extended.
+
+    Args:
+        values: ``(H, W)`` stored values.
+        bits_allocated: ``BitsAllocated`` (container width).
+        bits_stored: ``BitsStored``.
+        signed: ``PixelRepresentation`` (1 for two's complement).
+    """
+    shift = bits_allocated - bits_stored
+    if not signed or shift <= 0:
+        return values
+    dtype = np.dtype(f"int{bits_allocated}")
+    as_signed = values.astype(dtype, copy=False) if values.dtype != dtype else values
+    return (as_signed << shift) >> shift
+
+
+def _available_plugins(syntax: pydicom.uid.UID) -> tuple[str, ...]:
+    decoder = pydicom.pixels.get_decoder(syntax)
+    return tuple(decoder.available_plugins)
+
+
+def _require_decoder(path: Path, syntax: pydicom.uid.UID) -> None:
+    try:
+        decoder = pydicom.pixels.get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise DataError(
+            f"{path}: transfer syntax {syntax.name} ({syntax}) is not supported by pydicom"
+        ) from exc
+    if not decoder.is_available:
+        missing = "; ".join(str(m) for m in decoder.missing_dependencies) or "-"
+        raise DataError(
+            f"{path}: pixel data is {syntax.name} ({syntax}) and no decoder plugin for it is "
+            f"installed ({missing}); install one, e.g. pip install 'ctvoco[jpeg]'"
+        )
+
+
+def _drop_duplicates(
+    folder: Path,
+    slices: list[_Slice],
+    positions: np.ndarray,
+    hu: np.ndarray,
+    warnings: list[str],
+) -> tuple[list[_Slice], np.ndarray, np.ndarray]:
+    if len(positions) < 2:
+        return slices, positions, hu
+    same = np.flatnonzero(np.abs(np.diff(positions)) < DUPLICATE_MM)
+    if same.size == 0:
+        return slices, positions, hu
+    for i in same:
+        if not np.array_equal(hu[i], hu[i + 1]):
+            raise DataError(
+                f"{folder}: {slices[i].path.name} and {slices[i + 1].path.name} share position "
+                f"{positions[i]:.2f} mm but differ in pixels"
+            )
+    warnings.append(f"{folder}: dropped {same.size} duplicate slice(s) with identical pixels")
+    keep = np.setdiff1d(np.arange(len(slices)), same + 1)
+    return [slices[i] for i in keep], positions[keep], np.ascontiguousarray(hu[keep])
+
+
+def _check_spacing(
+    folder: Path, positions: np.ndarray, first: Dataset, warnings: list[str]
+) -> float:
+    if len(positions) < 2:
+        return float(first.get("SliceThickness", 1.0) or 1.0)
+    steps = np.abs(np.diff(positions))
+    spacing = float(np.median(steps))
+    gaps = np.flatnonzero(steps > GAP_FACTOR * spacing)
+    if gaps.size:
+        missing = int(np.round(steps[gaps] / spacing - 1).sum())
+        where = ", ".join(f"{positions[i]:.1f}..{positions[i + 1]:.1f} mm" for i in gaps[:3])
+        warnings.append(
+            f"{folder}: {gaps.size} gap(s) in slice positions (about {missing} missing "
+            f"slice(s)) at {where}"
+        )
+    return spacing

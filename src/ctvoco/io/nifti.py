@@ -1,0 +1,135 @@
+"""Read NIfTI CT volumes (FLARE23) into canonical :class:`~ctvoco.io.volume.CTVolume`."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ctvoco.errors import DataError
+from ctvoco.io.volume import CTVolume, canonical_transform, to_canonical
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def nifti_case_id(path: str | os.PathLike[str]) -> str:
+    """``FLARE23_0001`` for ``.../FLARE23_0001_0000.nii.gz`` (the nnU-Net channel suffix drops)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    stem, _, channel = name.rpartition("_")
+    return stem if stem and channel.isdigit() and len(channel) == 4 else name
+
+
+def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
+    """Read a NIfTI CT volume and reorient it by its affine to the canonical orientation.
+
+    The affine maps voxel indices to RAS millimetres; it is converted to LPS and each
+    voxel axis is matched to the canonical axis it points along (any permutation and flip),
+    so a file with a flipped or permuted affine reads back as the same canonical array.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file holding one 3D CT volume in HU.
+
+    Returns:
+        The volume (int16 kept as int16, other types as float32), spacing in mm.
+
+    Raises:
+        DataError: The file is missing, unreadable, not 3D, or has a degenerate affine.
+    """
+    path = Path(path)
+    try:
+        if path.name.endswith(".gz"):
+            # Decompress fully so the gzip CRC is verified (nibabel stops at the last voxel).
+            image = nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))
+        else:
+            image = nib.load(path)
+        affine = np.asarray(image.affine, dtype=float)
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for broken headers and gzip streams
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    data = np.squeeze(data)
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    linear = RAS_TO_LPS @ affine[:3, :3]
+    spacing = np.round(np.linalg.norm(linear, axis=0), 6)
+    if not np.all(np.isfinite(linear)) or np.any(spacing <= 0):
+        raise DataError(f"{path}: the affine is degenerate:\n{affine}")
+    directions = (linear / spacing).T  # row a = LPS direction of voxel axis a
+    try:
+        hu, canonical_spacing = to_canonical(data, directions, tuple(spacing))
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    if hu.dtype != np.int16:
+        hu = hu.astype(np.float32)
+    origin_z = float((RAS_TO_LPS @ affine[:3, 3])[2])
+    warnings = []
+    if np.abs(directions).max(axis=1).min() < 0.99:
+        warnings.append(f"{path}: oblique affine; axes were matched to the nearest canonical axis")
+    return CTVolume(
+        hu=hu,
+        spacing=canonical_spacing,
+        positions=_slice_positions(linear, affine, data.shape, hu.shape[0], origin_z),
+        series_id=nifti_case_id(path),
+        source=str(path),
+        warnings=warnings,
+    )
+
+
+def _slice_positions(
+    linear: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], depth: int, origin_z: float
+) -> np.ndarray:
+    """Patient-z (LPS, mm) of each canonical slice: the z of its voxel centres, decreasing."""
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+    z = (linear @ corners)[2] + origin_z
+    return np.linspace(z.max(), z.min(), depth)
+
+
+RAS_STORAGE = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+"""LPS directions of the stored axes of an RAS+ NIfTI file (x to the right, y anterior, z up)."""
+
+
+def write_nifti(
+    hu: np.ndarray,
+    path: str | os.PathLike[str],
+    spacing: tuple[float, float, float],
+    *,
+    directions: np.ndarray = RAS_STORAGE,
+    origin_lps: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> Path:
+    """Write a canonical ``(D, H, W)`` HU volume as NIfTI, stored along ``directions``.
+
+    The inverse of :func:`read_nifti`: whatever storage ``directions`` (any permutation and
+    flips of the patient axes), reading the file back gives the same canonical array.
+
+    Args:
+        hu: ``(D, H, W)`` canonical volume (int16 is kept as int16).
+        path: Output ``.nii`` or ``.nii.gz`` file.
+        spacing: Canonical ``(z, y, x)`` voxel size in mm.
+        directions: ``(3, 3)``; row ``a`` is the LPS direction of stored axis ``a``.
+        origin_lps: Patient position (LPS, mm) of the first stored voxel.
+    """
+    directions = np.asarray(directions, dtype=float)
+    order, flips = canonical_transform(directions)
+    flipped = hu
+    for axis, flip in enumerate(flips):
+        if flip:
+            flipped = np.flip(flipped, axis=axis)
+    stored = np.ascontiguousarray(flipped.transpose(np.argsort(order)))
+    stored_spacing = np.empty(3)
+    for c, a in enumerate(order):
+        stored_spacing[a] = spacing[c]
+    affine = np.eye(4)
+    affine[:3, :3] = RAS_TO_LPS @ (directions.T * stored_spacing)
+    affine[:3, 3] = RAS_TO_LPS @ np.asarray(origin_lps, dtype=float)
+    image = nib.Nifti1Image(stored, affine)
+    image.header.set_xyzt_units("mm")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path

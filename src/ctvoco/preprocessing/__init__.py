@@ -1,0 +1,31 @@
+"""From HU volumes to cache arrays: windowing, body crop, area resize."""
+
+from ctvoco.preprocessing.body_crop import CropBox, body_box, largest_component
+from ctvoco.preprocessing.pipeline import (
+    FLARE_WINDOW,
+    RSNA_WINDOW,
+    PreprocessConfig,
+    PreprocessResult,
+    load_volume,
+    preprocess_series,
+    preprocess_volume,
+)
+from ctvoco.preprocessing.resize import area_resize
+from ctvoco.preprocessing.window import apply_window, apply_window_per_slice_minmax, window_lut
+
+__all__ = [
+    "FLARE_WINDOW",
+    "RSNA_WINDOW",
+    "CropBox",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "apply_window",
+    "apply_window_per_slice_minmax",
+    "area_resize",
+    "body_box",
+    "largest_component",
+    "load_volume",
+    "preprocess_series",
+    "preprocess_volume",
+    "window_lut",
+]

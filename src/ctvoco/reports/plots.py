@@ -1,0 +1,119 @@
+"""Evaluation plots of injury predictions: ROC per target, organ confusion matrices, calibration.
+
+All take a label frame shaped like ``train.csv`` and a prediction frame shaped like
+``sample_submission.csv`` (several rows per patient allowed: aggregated by max first),
+and write a PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+from ctvoco.metrics.rsna import aggregate_predictions
+from ctvoco.schema import ORGAN_TARGETS, SCORE_COLUMNS, TARGET_CLASSES, target_columns
+
+
+def injury_scores(
+    labels: pd.DataFrame, predictions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per patient: true ``injured`` flags and predicted injury probabilities per target.
+
+    Returns:
+        ``(truth, score)``, both indexed by ``patient_id`` with one column per score target
+        (the five targets and ``any_injury``); organ scores are ``1 - p_healthy``.
+    """
+    preds = aggregate_predictions(predictions, "max").set_index("patient_id")
+    labels = labels.set_index("patient_id").loc[preds.index]
+    truth, score = {}, {}
+    healthy = []
+    for target in TARGET_CLASSES:
+        cols = target_columns(target)
+        group = preds[cols].to_numpy(dtype=float)
+        group = group / group.sum(axis=1, keepdims=True)
+        healthy.append(group[:, 0])
+        score[target] = 1.0 - group[:, 0]
+        truth[target] = 1 - labels[cols[0]].to_numpy()
+    score["any_injury"] = 1.0 - np.min(np.stack(healthy, axis=1), axis=1)
+    truth["any_injury"] = np.max(np.stack([truth[t] for t in TARGET_CLASSES], axis=1), axis=1)
+    return pd.DataFrame(truth, index=preds.index), pd.DataFrame(score, index=preds.index)
+
+
+def plot_roc(labels: pd.DataFrame, predictions: pd.DataFrame, path: str | Path) -> Path:
+    """ROC curve of every target (injured vs healthy) with its AUC."""
+    truth, score = injury_scores(labels, predictions)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
+    for ax, target in zip(axes.flat, SCORE_COLUMNS, strict=True):
+        y, s = truth[target].to_numpy(), score[target].to_numpy()
+        if len(np.unique(y)) < 2:
+            ax.text(0.5, 0.5, "one class only", ha="center", va="center")
+        else:
+            fpr, tpr, _ = roc_curve(y, s)
+            ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, s):.3f}")
+            ax.legend(loc="lower right")
+        ax.plot([0, 1], [0, 1], ":", color="gray")
+        ax.set_title(f"{target} (n+={int(y.sum())}/{len(y)})")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+    return _save(fig, path)
+
+
+def plot_confusion(labels: pd.DataFrame, predictions: pd.DataFrame, path: str | Path) -> Path:
+    """Confusion matrices (healthy/low/high) of the three organ targets, argmax prediction."""
+    preds = aggregate_predictions(predictions, "max").set_index("patient_id")
+    labels = labels.set_index("patient_id").loc[preds.index]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for ax, target in zip(axes, ORGAN_TARGETS, strict=True):
+        cols = target_columns(target)
+        true = labels[cols].to_numpy().argmax(axis=1)
+        pred = preds[cols].to_numpy().argmax(axis=1)
+        matrix = confusion_matrix(true, pred, labels=[0, 1, 2])
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center", color="black")
+        names = TARGET_CLASSES[target]
+        ax.set_xticks(range(3), names)
+        ax.set_yticks(range(3), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(target)
+    return _save(fig, path)
+
+
+def plot_calibration(
+    labels: pd.DataFrame, predictions: pd.DataFrame, path: str | Path, bins: int = 8
+) -> Path:
+    """Reliability diagram of the injury probability of every target."""
+    truth, score = injury_scores(labels, predictions)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect")
+    for target in SCORE_COLUMNS:
+        y = truth[target].to_numpy()
+        if len(np.unique(y)) < 2:
+            continue
+        frac, mean = calibration_curve(
+            y, score[target].to_numpy(), n_bins=bins, strategy="quantile"
+        )
+        ax.plot(mean, frac, marker="o", markersize=3, label=target)
+    ax.set_xlabel("predicted injury probability")
+    ax.set_ylabel("observed injury frequency")
+    ax.legend(fontsize=8)
+    ax.set_title("calibration")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

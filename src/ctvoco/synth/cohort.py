@@ -1,0 +1,297 @@
+"""Synthetic cohorts written in the real file formats (RSNA DICOM tree, FLARE NIfTI tree).
+
+``make_synthetic_cohort(root)`` writes::
+
+    <root>/rsna/train_images/<patient_id>/<series_id>/<n>.dcm   RLE Lossless CT slices
+    <root>/rsna/train.csv                                       one-hot labels per patient
+    <root>/rsna/train_series_meta.csv                           patient_id, series_id, ...
+    <root>/rsna/test_images/...  and  test_labels.csv           held-out patients (optional)
+    <root>/flare/imagesTr/FLARE23_XXXX_0000.nii.gz              int16 HU, RAS affine
+    <root>/cohort.json                                          the parameters it was made with
+
+Everything is deterministic for a seed; calling it again with the same parameters reuses
+the existing cohort.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ctvoco.cache.volume_cache import write_text_atomic
+from ctvoco.errors import UserError
+from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
+from ctvoco.io.nifti import write_nifti
+from ctvoco.schema import LABEL_COLUMNS
+from ctvoco.synth.phantom import (
+    DEFAULT_PREVALENCE,
+    InjuryLabels,
+    draw_anatomy,
+    draw_injury_labels,
+    render_volume,
+)
+
+FORMAT_VERSION = 1
+FLARE_SPACING_JITTER = (0.25, 0.1)
+"""Relative jitter of FLARE z and in-plane spacing between cases (anisotropic, varying)."""
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """Parameters of a synthetic cohort (all of them change the files).
+
+    Attributes:
+        n_patients: Labelled RSNA-layout patients (``train_images``).
+        n_test: Held-out RSNA-layout patients (``test_images`` + ``test_labels.csv``).
+        n_flare: Unlabelled FLARE-layout volumes.
+        seed: Master seed.
+        shape: Volume shape ``(D, H, W)`` of each series.
+        spacing: Voxel size ``(z, y, x)`` in mm.
+        second_series_fraction: Share of patients with a second series (other z range).
+        prevalence: Class probabilities per target (default: the phantom's defaults).
+    """
+
+    n_patients: int = 16
+    n_test: int = 0
+    n_flare: int = 8
+    seed: int = 0
+    shape: tuple[int, int, int] = (64, 160, 160)
+    spacing: tuple[float, float, float] = (5.0, 2.2, 2.2)
+    second_series_fraction: float = 0.25
+    prevalence: Mapping[str, Sequence[float]] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain values (stored in ``cohort.json``)."""
+        values = asdict(self)
+        values["shape"] = list(self.shape)
+        values["spacing"] = list(self.spacing)
+        values["prevalence"] = (
+            {k: list(v) for k, v in self.prevalence.items()} if self.prevalence else None
+        )
+        values["format_version"] = FORMAT_VERSION
+        return values
+
+
+@dataclass
+class SyntheticCohort:
+    """Where a written cohort lives and what it holds."""
+
+    root: Path
+    spec: CohortSpec
+    labels: pd.DataFrame
+    test_labels: pd.DataFrame
+    series: pd.DataFrame
+    flare_cases: list[str] = field(default_factory=list)
+
+    @property
+    def rsna_root(self) -> Path:
+        """The RSNA-layout tree (``data.root`` for ``data=rsna``)."""
+        return self.root / "rsna"
+
+    @property
+    def flare_root(self) -> Path:
+        """The FLARE-layout tree (``data.root`` for ``data=flare``)."""
+        return self.root / "flare"
+
+
+def make_synthetic_cohort(
+    root: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+    **spec: Any,
+) -> SyntheticCohort:
+    """Write (or reuse) a synthetic cohort under ``root``; see the module docstring.
+
+    Args:
+        root: Output folder.
+        progress: Show a progress bar.
+        console: Where progress goes (default stderr).
+        **spec: Fields of :class:`CohortSpec` (``n_patients``, ``n_flare``, ``seed``, ...).
+
+    Returns:
+        The cohort's paths, labels and series table.
+    """
+    cohort_spec = CohortSpec(**spec)
+    root = Path(root)
+    marker = root / "cohort.json"
+    if marker.exists() and json.loads(marker.read_text()) == cohort_spec.as_json():
+        return _load(root, cohort_spec)
+    if marker.exists():
+        raise UserError(
+            f"{root} holds a synthetic cohort made with other parameters; choose another folder"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True)
+    rng = np.random.default_rng(cohort_spec.seed)
+    prevalence = cohort_spec.prevalence or DEFAULT_PREVALENCE
+    total = cohort_spec.n_patients + cohort_spec.n_test + cohort_spec.n_flare
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]synthetic cohort"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("cohort", total=total)
+        patient_ids = _unique_ids(rng, cohort_spec.n_patients + cohort_spec.n_test, 10000, 65535)
+        rows, series_rows = [], []
+        for i, patient_id in enumerate(patient_ids):
+            split = "train" if i < cohort_spec.n_patients else "test"
+            labels = draw_injury_labels(rng, prevalence)
+            series_rows += _write_patient(
+                root / "rsna", split, int(patient_id), labels, cohort_spec, rng
+            )
+            rows.append({"patient_id": int(patient_id), "split": split, **labels.to_row()})
+            bar.advance(task)
+        flare_cases = []
+        for i in range(cohort_spec.n_flare):
+            flare_cases.append(
+                _write_flare_case(root / "flare", i + 1, cohort_spec, rng, prevalence)
+            )
+            bar.advance(task)
+    frame = pd.DataFrame(rows)
+    _write_tables(root / "rsna", frame, pd.DataFrame(series_rows))
+    write_text_atomic(marker, json.dumps(cohort_spec.as_json(), indent=2, sort_keys=True))
+    if progress:
+        console.print(
+            f"synthetic cohort: {cohort_spec.n_patients} train + {cohort_spec.n_test} test patients "
+            f"({len(series_rows)} series), {cohort_spec.n_flare} FLARE volumes in {root} "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
+    return _load(root, cohort_spec)
+
+
+def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
+    return np.sort(rng.choice(np.arange(low, high), size=n, replace=False))
+
+
+def _write_patient(
+    rsna_root: Path,
+    split: str,
+    patient_id: int,
+    labels: InjuryLabels,
+    spec: CohortSpec,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    anatomy = draw_anatomy(rng)
+    n_series = 2 if rng.random() < spec.second_series_fraction else 1
+    study_uid = new_uid(f"study/{spec.seed}/{patient_id}")
+    rows = []
+    for s in range(n_series):
+        series_id = int(rng.integers(1000, 65535))
+        z_offset = 0.0 if s == 0 else float(rng.uniform(-3.0, 3.0) * spec.spacing[0])
+        phantom = render_volume(
+            anatomy, labels, shape=spec.shape, spacing=spec.spacing, rng=rng, z_offset_mm=z_offset
+        )
+        folder = rsna_root / f"{split}_images" / str(patient_id) / str(series_id)
+        tags = SeriesTags(
+            patient_id=str(patient_id),
+            series_uid=new_uid(f"series/{spec.seed}/{patient_id}/{series_id}"),
+            study_uid=study_uid,
+            series_number=s + 1,
+        )
+        write_dicom_series(
+            phantom.hu,
+            folder,
+            spec.spacing,
+            tags,
+            origin=(
+                -spec.shape[2] * spec.spacing[2] / 2,
+                -spec.shape[1] * spec.spacing[1] / 2,
+                -z_offset,
+            ),
+            shuffle_names=rng,
+        )
+        aortic = phantom.hu[phantom.organs == 3]
+        rows.append(
+            {
+                "patient_id": patient_id,
+                "series_id": series_id,
+                "split": split,
+                "aortic_hu": float(np.median(aortic)) if aortic.size else float("nan"),
+                "incomplete_organ": 0,
+            }
+        )
+    return rows
+
+
+def _write_flare_case(
+    flare_root: Path,
+    index: int,
+    spec: CohortSpec,
+    rng: np.random.Generator,
+    prevalence: Mapping[str, Sequence[float]],
+) -> str:
+    anatomy = draw_anatomy(rng)
+    labels = draw_injury_labels(rng, prevalence)
+    z_jit, xy_jit = FLARE_SPACING_JITTER
+    in_plane = spec.spacing[1] * float(rng.uniform(1 - xy_jit, 1 + xy_jit))
+    spacing = (spec.spacing[0] * float(rng.uniform(1 - z_jit, 1 + z_jit)), in_plane, in_plane)
+    phantom = render_volume(anatomy, labels, shape=spec.shape, spacing=spacing, rng=rng)
+    case = f"FLARE23_{index:04d}"
+    write_nifti(
+        phantom.hu,
+        flare_root / "imagesTr" / f"{case}_0000.nii.gz",
+        spacing,
+        origin_lps=(
+            float(rng.uniform(-220, -180)),
+            float(rng.uniform(-220, -180)),
+            float(rng.uniform(-50, 50)),
+        ),
+    )
+    return case
+
+
+def _write_tables(rsna_root: Path, patients: pd.DataFrame, series: pd.DataFrame) -> None:
+    rsna_root.mkdir(parents=True, exist_ok=True)
+    columns = ["patient_id", *LABEL_COLUMNS]
+    for split, name in (("train", "train.csv"), ("test", "test_labels.csv")):
+        part = patients[patients["split"] == split]
+        if len(part):
+            write_text_atomic(rsna_root / name, part[columns].to_csv(index=False))
+    meta_columns = ["patient_id", "series_id", "aortic_hu", "incomplete_organ"]
+    for split, name in (("train", "train_series_meta.csv"), ("test", "test_series_meta.csv")):
+        part = series[series["split"] == split]
+        if len(part):
+            write_text_atomic(rsna_root / name, part[meta_columns].to_csv(index=False))
+
+
+def _load(root: Path, spec: CohortSpec) -> SyntheticCohort:
+    rsna_root = root / "rsna"
+    labels = (
+        pd.read_csv(rsna_root / "train.csv")
+        if (rsna_root / "train.csv").exists()
+        else pd.DataFrame()
+    )
+    test_path = rsna_root / "test_labels.csv"
+    test_labels = pd.read_csv(test_path) if test_path.exists() else pd.DataFrame()
+    series = [
+        pd.read_csv(rsna_root / name)
+        for name in ("train_series_meta.csv", "test_series_meta.csv")
+        if (rsna_root / name).exists()
+    ]
+    flare = sorted(
+        p.name.removesuffix("_0000.nii.gz")
+        for p in (root / "flare" / "imagesTr").glob("*_0000.nii.gz")
+    )
+    return SyntheticCohort(
+        root=root,
+        spec=spec,
+        labels=labels,
+        test_labels=test_labels,
+        series=pd.concat(series, ignore_index=True) if series else pd.DataFrame(),
+        flare_cases=flare,
+    )

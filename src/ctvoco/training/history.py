@@ -1,0 +1,116 @@
+"""Epoch-level metric history of a run (``metrics.csv``) and its learning-curve plots.
+
+Works with any logger (or none): the history is read from the trainer's logged metrics at
+the end of every training and validation epoch and rewritten atomically, so a run that
+dies keeps its curves up to the last epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
+
+
+class MetricsHistory(pl.Callback):
+    """Write ``<dir>/metrics.csv`` (one row per epoch) and ``<dir>/learning_curves.png``.
+
+    Args:
+        directory: Where to write (the run directory).
+        plot_groups: Metric-name substrings; each becomes one panel of the plot (metrics
+            containing it, train and val together).
+    """
+
+    def __init__(self, directory: str | Path, plot_groups: Sequence[str] = ("loss",)) -> None:
+        self.directory = Path(directory)
+        self.plot_groups = tuple(plot_groups)
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    @property
+    def csv_path(self) -> Path:
+        """``metrics.csv`` in the run directory."""
+        return self.directory / "metrics.csv"
+
+    @property
+    def plot_path(self) -> Path:
+        """``learning_curves.png`` in the run directory."""
+        return self.directory / "learning_curves.png"
+
+    def _record(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        row = self.rows.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
+        row["step"] = trainer.global_step
+        for key, value in trainer.callback_metrics.items():
+            if "/" in key:
+                number = float(value)
+                if math.isfinite(number):
+                    row[key] = number
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record(trainer)
+        self.write()
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record(trainer)
+        self.write()
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write()
+        if len(self.rows) >= 1:
+            plot_learning_curves(self.frame(), self.plot_groups, self.plot_path)
+
+    def frame(self) -> pd.DataFrame:
+        """The history so far, one row per epoch."""
+        return pd.DataFrame([self.rows[e] for e in sorted(self.rows)])
+
+    def write(self) -> None:
+        """Rewrite ``metrics.csv`` atomically."""
+        if not self.rows:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.csv_path.with_name(".metrics.csv.tmp")
+        self.frame().to_csv(tmp, index=False)
+        tmp.replace(self.csv_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = {int(k): v for k, v in state_dict.get("rows", {}).items()}
+
+
+def plot_learning_curves(history: pd.DataFrame, groups: Sequence[str], path: Path) -> Path:
+    """One panel per group of metrics against epoch; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(g, [c for c in history.columns if g in c]) for g in groups]
+    panels = [(g, cols) for g, cols in panels if cols]
+    if not panels:
+        panels = [("metrics", [c for c in history.columns if "/" in c])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (group, columns) in zip(axes[0], panels, strict=True):
+        for column in columns:
+            series = history[["epoch", column]].dropna()
+            style = "--" if column.startswith("train/") else "-"
+            ax.plot(series["epoch"], series[column], style, marker="o", markersize=3, label=column)
+        ax.set_title(group)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

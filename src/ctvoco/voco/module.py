@@ -1,0 +1,377 @@
+"""``VoCoPretrainer``: the LightningModule of 2D VoCo pretraining (ALGORITHMS.md §2).
+
+The module is thin: networks are a :class:`~ctvoco.models.backbone.SliceEncoder` and a
+:class:`~ctvoco.voco.heads.ProjectionHead` per branch, the math is in
+:mod:`ctvoco.voco.losses`, :mod:`ctvoco.voco.ema` and :mod:`ctvoco.voco.position`.
+
+Teacher handling:
+
+- ``teacher_head="ema"`` (default): the whole teacher (backbone and head) follows the
+  student by EMA after each optimiser step, momentum ``m`` optionally on a cosine schedule
+  towards 1; nothing of the teacher is trained by gradient.
+- ``teacher_head="seed"`` (research code): only the teacher backbone is EMA'd; the teacher
+  head is trained by gradient through the intra-volume loss.
+
+The teacher's backbone always runs under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from ctvoco.errors import UserError
+from ctvoco.models.backbone import SliceEncoder, create_backbone
+from ctvoco.training.distributed import gather_with_grad
+from ctvoco.training.guards import NonFiniteGuard
+from ctvoco.training.schedules import warmup_cosine
+from ctvoco.voco.ema import cosine_momentum, update_momentum
+from ctvoco.voco.heads import ProjectionHead
+from ctvoco.voco.losses import VoCoLoss, VoCoLossOutput, inter_volume_loss, similarity
+from ctvoco.voco.position import position_errors
+
+log = logging.getLogger(__name__)
+
+TEACHER_HEADS = ("ema", "seed")
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+INTER_PAIRINGS = ("local", "global")
+
+
+class VoCoPretrainer(pl.LightningModule):
+    """Student/teacher VoCo pretraining of any timm backbone on CT slices.
+
+    Args:
+        backbone: timm model name (``in_chans`` channels).
+        in_chans: Input channels of the slices.
+        init: Backbone init, ``random`` or ``imagenet`` (local weights only).
+        weights_dir: Folder with local ImageNet weights.
+        pooling: ``avg`` or ``flatten`` (research code; ties the head to ``crop_size``).
+        crop_size: ``r``, side of the crops (needed for ``flatten``).
+        grid: ``n``, base grid ``n x n``.
+        num_random: ``K`` random crops per volume.
+        head_hidden: Projection head width.
+        head_out: Embedding size.
+        head_norm: ``batch`` (correct) or ``seed`` (research code's per-slot BN).
+        teacher_head: ``ema`` or ``seed`` (see the module docstring).
+        momentum: EMA momentum ``m`` (start value with the cosine schedule).
+        momentum_schedule: ``constant`` or ``cosine`` (towards 1 at the last step).
+        dropout: Dropout on student features before the head.
+        w_intra: Weight of the intra-volume (position) loss.
+        w_inter: Weight of the inter-volume (consistency) loss.
+        w_reg: Weight of the base-crop regularisation.
+        inter_pairing: ``local`` (partner in the same process batch) or ``global`` (partners
+            from the batch gathered over all DDP ranks).
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        amsgrad: AdamW amsgrad.
+        warmup_steps: Linear warm-up steps before the cosine decay (per optimiser step).
+        min_lr_ratio: Final LR as a fraction of ``lr``.
+        max_nonfinite: Non-finite losses tolerated before training stops.
+        channels_last: Run the encoders in channels-last memory format.
+        compile: ``torch.compile`` the encoders (opt-in).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_b0",
+        in_chans: int = 1,
+        init: str = "random",
+        weights_dir: str | None = None,
+        pooling: str = "avg",
+        crop_size: int = 64,
+        grid: int = 3,
+        num_random: int = 2,
+        head_hidden: int = 2048,
+        head_out: int = 2048,
+        head_norm: str = "batch",
+        teacher_head: str = "ema",
+        momentum: float = 0.99,
+        momentum_schedule: str = "cosine",
+        dropout: float = 0.2,
+        w_intra: float = 1.0,
+        w_inter: float = 1.0,
+        w_reg: float = 1.0,
+        inter_pairing: str = "local",
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        amsgrad: bool = True,
+        warmup_steps: int = 500,
+        min_lr_ratio: float = 0.0,
+        max_nonfinite: int = 10,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        _check_choice("teacher_head", teacher_head, TEACHER_HEADS)
+        _check_choice("momentum_schedule", momentum_schedule, MOMENTUM_SCHEDULES)
+        _check_choice("inter_pairing", inter_pairing, INTER_PAIRINGS)
+        if not 0.0 <= momentum <= 1.0:
+            raise UserError(f"model.momentum must be in [0, 1]; got {momentum}")
+        slots = num_random + grid * grid
+        self.student_encoder = SliceEncoder(
+            create_backbone(backbone, in_chans=in_chans, init=init, weights_dir=weights_dir),  # type: ignore[arg-type]
+            pooling=pooling,
+            input_size=(crop_size, crop_size),
+        )
+        features = self.student_encoder.out_features
+        self.student_head = ProjectionHead(
+            features, head_hidden, head_out, norm=head_norm, num_slots=slots
+        )  # type: ignore[arg-type]
+        self.teacher_encoder = copy.deepcopy(self.student_encoder)
+        self.teacher_head = copy.deepcopy(self.student_head)
+        self.teacher_encoder.requires_grad_(False)
+        self.teacher_head.requires_grad_(teacher_head == "seed")
+        self.dropout = nn.Dropout(dropout)
+        self.criterion = VoCoLoss(w_intra, w_inter, w_reg, detach_teacher=teacher_head == "ema")
+        self.guard = NonFiniteGuard(max_nonfinite)
+        if channels_last:
+            self.student_encoder.to(memory_format=torch.channels_last)
+            self.teacher_encoder.to(memory_format=torch.channels_last)
+        # Compiled views of the encoders, kept out of the module tree (no duplicate weights).
+        self._compiled: dict[str, Any] = (
+            {
+                "student": torch.compile(self.student_encoder),
+                "teacher": torch.compile(self.teacher_encoder),
+            }
+            if compile
+            else {}
+        )
+        self._val_sims: list[Tensor] = []
+        self._val_targets: list[Tensor] = []
+        self._step_started = 0.0
+
+    # -- embeddings ---------------------------------------------------------------------
+    def _slices(self, crops: Tensor) -> Tensor:
+        """``(B, M, S, C, r, r)`` uint8 -> ``(B*M*S, C, r, r)`` float in [0, 1]."""
+        x = crops.flatten(0, 2).to(dtype=torch.float32).div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def crop_features(self, crops: Tensor, teacher: bool = False) -> Tensor:
+        """Mean encoder features of each crop over its slices.
+
+        Args:
+            crops: ``(B, M, S, C, r, r)`` uint8 crops.
+            teacher: Use the teacher encoder (under ``no_grad``).
+
+        Returns:
+            ``(B, M, d)`` float32.
+        """
+        b, m, s = crops.shape[:3]
+        if teacher:
+            with torch.no_grad():
+                feats = self._compiled.get("teacher", self.teacher_encoder)(self._slices(crops))
+        else:
+            feats = self._compiled.get("student", self.student_encoder)(self._slices(crops))
+        return feats.float().view(b, m, s, -1).mean(dim=2)
+
+    def embed(self, random: Tensor, base: Tensor) -> dict[str, Tensor]:
+        """Student and teacher embeddings of random and base crops.
+
+        Args:
+            random: ``(B, K, S, C, r, r)``.
+            base: ``(B, N, S, C, r, r)``.
+
+        Returns:
+            ``student_random``/``teacher_random`` ``(B, K, D)``, ``student_base``/``teacher_base``
+            ``(B, N, D)``.
+        """
+        k = random.shape[1]
+        crops = torch.cat([random, base], dim=1)
+        student = self.student_head(self.dropout(self.crop_features(crops)))
+        teacher_feats = self.crop_features(crops, teacher=True)
+        if self.hparams.teacher_head == "seed":
+            teacher = self.teacher_head(teacher_feats)
+        else:
+            with torch.no_grad():
+                teacher = self.teacher_head(teacher_feats)
+        return {
+            "student_random": student[:, :k],
+            "student_base": student[:, k:],
+            "teacher_random": teacher[:, :k],
+            "teacher_base": teacher[:, k:],
+        }
+
+    # -- training -----------------------------------------------------------------------
+    def losses(self, emb: dict[str, Tensor], targets: Tensor) -> VoCoLossOutput:
+        """The weighted VoCo losses; inter-volume partners may come from other ranks."""
+        out = self.criterion(
+            emb["student_random"],
+            emb["student_base"],
+            emb["teacher_random"],
+            emb["teacher_base"],
+            targets,
+        )
+        if (
+            self.hparams.inter_pairing != "global"
+            or self.trainer.world_size <= 1
+            or not self.hparams.w_inter
+        ):
+            return out
+        bases, partner = self._gather_partners(emb)
+        inter = inter_volume_loss(
+            emb["student_random"],
+            bases["student_base"],
+            emb["teacher_random"],
+            bases["teacher_base"],
+            partner_index=partner,
+        )
+        h = self.hparams
+        total = h.w_intra * out.intra + h.w_inter * inter + h.w_reg * out.reg
+        return VoCoLossOutput(total, out.intra, inter, out.reg)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        emb = self.embed(batch["random"], batch["base"])
+        out = self.losses(emb, batch["targets"].float())
+        finite = bool(torch.isfinite(out.total).item())
+        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        size = batch["targets"].shape[0]
+        detail = (
+            f"intra={out.intra.item():.4g} inter={out.inter.item():.4g} reg={out.reg.item():.4g}"
+        )
+        if not self.guard.check(finite, self.global_step, detail):
+            self.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
+            return None
+        self.log_dict(
+            {
+                "train/loss": out.total,
+                "train/intra": out.intra,
+                "train/inter": out.inter,
+                "train/reg": out.reg,
+                "train/nonfinite_count": float(self.guard.count),
+            },
+            batch_size=size,
+        )
+        self.log("loss", out.total, prog_bar=True, logger=False, batch_size=size)
+        return out.total
+
+    def _gather_partners(self, emb: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Base embeddings of the global batch (student ones with gradient) and partners.
+
+        Volume ``b`` of rank ``r`` pairs with global volume ``(r*B + b + 1) mod (W*B)``, so
+        at the batch boundary the partner is the next rank's first volume.
+        """
+        local = emb["student_base"].shape[0]
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        bases = {
+            "student_base": gather_with_grad(emb["student_base"]),
+            "teacher_base": gather_with_grad(emb["teacher_base"].detach()),
+        }
+        index = (rank * local + torch.arange(local, device=emb["student_base"].device) + 1) % (
+            world * local
+        )
+        return bases, index
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._step_started
+        size = batch["targets"].shape[0]
+        if elapsed > 0:
+            self.log("train/volumes_per_s", size / elapsed, batch_size=size)
+        self.log("train/ema_momentum", self.current_momentum(), batch_size=size)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step the optimiser, then move the teacher towards the student (EMA)."""
+        super().optimizer_step(*args, **kwargs)
+        m = self.current_momentum()
+        update_momentum(self.student_encoder, self.teacher_encoder, m)
+        if self.hparams.teacher_head == "ema":
+            update_momentum(self.student_head, self.teacher_head, m)
+
+    def current_momentum(self) -> float:
+        """EMA momentum at the current optimiser step."""
+        base = float(self.hparams.momentum)
+        if self.hparams.momentum_schedule == "constant":
+            return base
+        total = max(1, int(self._total_steps()))
+        return cosine_momentum(self.global_step, total, base=base, final=1.0)
+
+    def _total_steps(self) -> int:
+        try:
+            total = self.trainer.estimated_stepping_batches
+        except (AttributeError, RuntimeError):
+            return 1
+        return int(total) if total != float("inf") else 1
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            amsgrad=self.hparams.amsgrad,
+        )
+        total = self._total_steps()
+        warmup = int(self.hparams.warmup_steps)
+        if warmup >= total:
+            log.warning(
+                "warmup_steps=%d >= total steps %d: the run never leaves warm-up", warmup, total
+            )
+        min_ratio = float(self.hparams.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total, min_ratio)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # -- validation: does the model know positions? ----------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        emb = self.embed(batch["random"], batch["base"])
+        targets = batch["targets"].float()
+        out = self.losses(emb, targets)
+        size = targets.shape[0]
+        self.log_dict(
+            {
+                "val/loss": out.total,
+                "val/intra": out.intra,
+                "val/inter": out.inter,
+                "val/reg": out.reg,
+            },
+            batch_size=size,
+            sync_dist=True,
+        )
+        sims = similarity(emb["student_random"], emb["teacher_base"])
+        self._val_sims.append(sims.detach().float())
+        self._val_targets.append(targets.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_sims:
+            return
+        sims = torch.cat(self._val_sims)
+        targets = torch.cat(self._val_targets)
+        self._val_sims.clear()
+        self._val_targets.clear()
+        if self.trainer.world_size > 1:
+            sims = self.all_gather(sims).flatten(0, 1)
+            targets = self.all_gather(targets).flatten(0, 1)
+        errors = position_errors(sims, targets)
+        self.log_dict(
+            {
+                "val/position_mae": errors["mae"],
+                "val/position_mae_trivial": errors["trivial_mae"],
+                "val/position_rank_corr": errors["rank_corr"],
+            },
+            rank_zero_only=True,
+        )
+
+    # -- checkpoint state ----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nonfinite_guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"model.{key} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny synthetic cohorts and caches, and an environment with no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Tests never talk to wandb or a model hub.
+os.environ["WANDB_MODE"] = "disabled"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_SHAPE = (16, 64, 64)
+"""Cache shape used by fast tests."""
+
+
+def body_phantom(shape: tuple[int, int, int] = (12, 48, 56), seed: int = 0) -> np.ndarray:
+    """A small HU volume with a body, spine, right-side and cranial markers and a table.
+
+    Canonical orientation: slice 0 cranial, row 0 anterior, column 0 patient's right.
+    """
+    d, h, w = shape
+    rng = np.random.default_rng(seed)
+    hu = np.full(shape, -1000, dtype=np.int16)
+    yy, xx = np.mgrid[0:h, 0:w]
+    body = ((yy - 0.45 * h) / (0.35 * h)) ** 2 + ((xx - 0.5 * w) / (0.42 * w)) ** 2 <= 1
+    hu[:, body] = 40
+    spine = ((yy - 0.65 * h) ** 2 + (xx - 0.5 * w) ** 2) <= (0.06 * h) ** 2
+    hu[:, spine] = 700
+    right = ((yy - 0.45 * h) ** 2 + (xx - 0.25 * w) ** 2) <= (0.07 * h) ** 2
+    hu[: d // 2, right] = 200
+    hu[0, body & (xx > 0.6 * w)] = 150
+    table_row = int(0.9 * h)
+    hu[:, table_row : table_row + 2, int(0.1 * w) : int(0.9 * w)] = 0
+    hu += rng.integers(-5, 6, size=shape, dtype=np.int16)
+    return hu
+
+
+@pytest.fixture
+def phantom_hu() -> np.ndarray:
+    """See :func:`body_phantom`."""
+    return body_phantom()
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic cohort (real DICOM and NIfTI files), written once per session."""
+    from ctvoco.synth.cohort import make_synthetic_cohort
+
+    root: Path = tmp_path_factory.mktemp("cohort")
+    return make_synthetic_cohort(
+        root,
+        n_patients=10,
+        n_test=2,
+        n_flare=3,
+        seed=7,
+        shape=(24, 96, 96),
+        spacing=(10.0, 3.6, 3.6),
+        second_series_fraction=0.3,
+        progress=False,
+    )
