@@ -56,19 +56,22 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[[], Any]]:
             try:
                 prepare_run(cfg)
                 return task(cfg)
+            except UserError as exc:
+                # Exit here: past this point Hydra would add its own "Error executing job" line.
+                _exit_user_error(_prog(config_name), str(exc))
             except MissingMandatoryValue as exc:
-                raise UserError(_missing_value_sentence(exc)) from exc
+                _exit_user_error(_prog(config_name), _missing_value_sentence(exc))
             except InstantiationException as exc:
                 user_error = _find_cause(exc, UserError)
                 if user_error is not None:
-                    raise user_error from exc
+                    _exit_user_error(_prog(config_name), str(user_error))
                 raise
             finally:
                 state["in_task"] = False
 
         @functools.wraps(task)
         def main() -> Any:
-            prog = Path(sys.argv[0]).name or config_name
+            prog = _prog(config_name)
             # Let exceptions reach us unaltered; Hydra would otherwise print and exit(1).
             os.environ.setdefault("HYDRA_FULL_ERROR", "1")
             try:
@@ -167,6 +170,10 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException 
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def _prog(default: str) -> str:
+    return Path(sys.argv[0]).name or default
 
 
 def _exit_user_error(prog: str, message: str) -> None:

@@ -35,8 +35,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     make_synthetic_if_requested(cfg)
     views = build(cfg.model, "views")
+    module = build(cfg.model, "module")  # first: a bad backbone name fails before any data work
     datamodule = build_datamodule(cfg, "classify", views, without_augmentation(views))
-    module = build(cfg.model, "module")
     history = MetricsHistory(output_dir, plot_groups=("loss", "score"))
     trainer = build_trainer(cfg, extra_callbacks=[history])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))

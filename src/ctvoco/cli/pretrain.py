@@ -32,8 +32,8 @@ def main(cfg: DictConfig) -> dict[str, float | None]:
     output_dir = Path(cfg.paths.output_dir)
     make_synthetic_if_requested(cfg)
     views = build(cfg.model, "views")
+    module = build(cfg.model, "module")  # first: a bad backbone name fails before any data work
     datamodule = build_datamodule(cfg, "pretrain", views, without_augmentation(views))
-    module = build(cfg.model, "module")
     history = MetricsHistory(output_dir, plot_groups=("loss", "intra", "position_mae"))
     callbacks = [history]
     export = BackboneExport(output_dir / "export") if cfg.get("export_backbone", True) else None

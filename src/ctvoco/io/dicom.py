@@ -188,14 +188,24 @@ def _decode_all(slices: list[_Slice], plugin: str | None) -> np.ndarray:
         stored = _stored_values(s, plugin)
         slope, intercept = rescaled[i]
         if integral:
-            hu = stored.astype(np.int32) + int(intercept)
-            out[i] = np.clip(hu, np.iinfo(np.int16).min, np.iinfo(np.int16).max)
+            _add_intercept(stored, int(intercept), out[i])
         else:
             out[i] = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
         if str(s.ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
             wide = out[i].astype(np.float64)
             out[i] = wide.max() + wide.min() - wide
     return out
+
+
+def _add_intercept(stored: np.ndarray, intercept: int, out: np.ndarray) -> None:
+    """``out = clip(stored + intercept)`` into int16, in int16 arithmetic when that is exact."""
+    top = int(stored.max())
+    low, high = int(stored.min()) + intercept, top + intercept
+    if -32768 <= low and high <= 32767 and top <= 32767 and -32768 <= intercept <= 32767:
+        as_int16 = stored.view(np.int16) if stored.dtype == np.uint16 else stored.astype(np.int16, copy=False)
+        np.add(as_int16, np.int16(intercept), out=out)
+    else:
+        out[...] = np.clip(stored.astype(np.int32) + intercept, -32768, 32767)
 
 
 def _rescale_params(s: _Slice) -> tuple[float, float]:
@@ -214,9 +224,10 @@ def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
         elif syntax == RLELossless and "pylibjpeg" in _available_plugins(syntax):
             options["decoding_plugin"] = "pylibjpeg"
     try:
-        if options:
-            ds.pixel_array_options(**options)
-        values = ds.pixel_array
+        # The functional API does not cache the array on the dataset; the compressed bytes
+        # are dropped once decoded, so a series is held in memory only once.
+        values = pydicom.pixels.pixel_array(ds, **options)
+        del ds.PixelData
     except Exception as exc:  # truncated or corrupt pixel data surface as many types
         raise DataError(
             f"{s.path}: pixel data could not be decoded ({type(exc).__name__}: {exc})"

@@ -251,6 +251,7 @@ def draw_injury_labels(
 
 
 def _check_prevalence(prevalence: Mapping[str, Sequence[float]]) -> None:
+    """Raise ValueError unless every target has valid class probabilities."""
     unknown = set(prevalence) - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown targets in prevalence: {sorted(unknown)}")
@@ -289,6 +290,18 @@ class Ellipsoid:
     half_axes: Vec3
     angles: Vec3 = (0.0, 0.0, 0.0)
     lobes: tuple[Lobe, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("center", "half_axes", "angles"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name} must be 3 finite numbers; got {getattr(self, name)}")
+            object.__setattr__(self, name, values)
+        if min(self.half_axes) <= 0:
+            raise ValueError(f"half_axes must be positive; got {self.half_axes}")
+        object.__setattr__(
+            self, "lobes", tuple(tuple(float(v) for v in lobe) for lobe in self.lobes)
+        )
 
     @property
     def rotation(self) -> np.ndarray:
@@ -694,6 +707,7 @@ def _table_gap(half_width: float, depth_post: float, curvature: float, gap: floa
 
 
 def _draw_lobes(rng: np.random.Generator, count: int, amplitude: float) -> tuple[Lobe, ...]:
+    """Random surface lobulation terms of an ellipsoid (amplitudes up to ``amplitude``)."""
     lobes = []
     for _ in range(count):
         n = rng.normal(size=3)
@@ -744,6 +758,7 @@ def _draw_liver_vessels(
 
 
 def _random_direction(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random unit vector ``(3,)``."""
     v = rng.normal(size=3)
     return v / np.linalg.norm(v)
 
@@ -928,23 +943,28 @@ def _halfwidth(anat: Anatomy, y: np.ndarray, z: np.ndarray, layer: str) -> np.nd
 
 
 def _in_cavity(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Whether points lie inside the abdominal/thoracic cavity (inside the muscle wall)."""
     return np.abs(x - anat.center_x) < _halfwidth(anat, y, z, "cavity")
 
 
 def _diaphragm_z(anat: Anatomy, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Craniocaudal position of the lung bases (top of the diaphragm) at ``(x, y)``."""
-    (xr, yr, zr), (xl, yl, zl) = anat.diaphragm_domes
-    right = x < anat.center_x
-    xa = np.where(right, xr, xl)
-    ya = np.where(right, yr, yl)
-    za = np.where(right, zr, zl)
+    """Craniocaudal position of the lung bases (top of the diaphragm) at ``(x, y)``.
+
+    Two paraboloid domes; the diaphragm is the higher (smaller ``z``) of the two, which
+    leaves a continuous saddle at the midline where the heart rests.
+    """
     k_lat, k_ant, k_post = _DOME_CURVATURE
-    dy = y - ya
-    k_y = np.where(dy < 0, k_ant, k_post)
-    return np.minimum(za + k_lat * (x - xa) ** 2 + k_y * dy**2, za + _DOME_DEPTH)
+    surface = None
+    for xa, ya, za in anat.diaphragm_domes:
+        dy = y - ya
+        dome = za + k_lat * (x - xa) ** 2 + np.where(dy < 0, k_ant, k_post) * dy**2
+        dome = np.minimum(dome, za + _DOME_DEPTH)
+        surface = dome if surface is None else np.minimum(surface, dome)
+    return surface
 
 
 def _below_diaphragm(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Whether points lie below the diaphragm muscle (abdomen, not thorax)."""
     return z >= _diaphragm_z(anat, x, y) + _DIAPHRAGM_MM
 
 
@@ -1221,7 +1241,9 @@ def _paint_thorax(canvas: _Canvas, anat: Anatomy) -> None:
     above = z < z_dia
     cx, vb_y = anat.vertebra_xy
     hx, hy = anat.vertebra_half_axes
-    behind_spine = (np.abs(x - cx) < hx + 15.0) & (y > vb_y - hy)
+    # The spine and its posterior elements, wrapped by the lungs at its sides.
+    spine_y = vb_y + hy + 8.0
+    behind_spine = ((x - cx) / (hx + 12.0)) ** 2 + ((y - spine_y) / (2.0 * hy + 20.0)) ** 2 < 1.0
     lung = cavity & above & ~behind_spine
     canvas.paint(box, lung, _LUNG_HU, _LUNG)
     diaphragm = cavity & ~above & (z < z_dia + _DIAPHRAGM_MM)
@@ -1313,6 +1335,7 @@ def _paint_liver(canvas: _Canvas, anat: Anatomy) -> None:
 
 
 def _paint_spleen(canvas: _Canvas, anat: Anatomy) -> None:
+    """Spleen along the left posterolateral wall, concave at its hilum."""
     box, (x, y, z) = _ellipsoid_box(canvas, anat.spleen)
     if box is None:
         return
@@ -1338,6 +1361,7 @@ def _paint_kidneys(canvas: _Canvas, anat: Anatomy) -> None:
 
 
 def _paint_bladder(canvas: _Canvas, anat: Anatomy) -> None:
+    """Urine-filled bladder in the pelvis."""
     box, (x, y, z) = _ellipsoid_box(canvas, anat.bladder)
     if box is not None:
         inside = (_ellipsoid_s(anat.bladder, x, y, z) <= 1.0) & _in_cavity(anat, x, y, z)
@@ -1345,6 +1369,7 @@ def _paint_bladder(canvas: _Canvas, anat: Anatomy) -> None:
 
 
 def _paint_vessels(canvas: _Canvas, anat: Anatomy) -> None:
+    """IVC, aorta and iliac arteries (contrast-enhanced blood)."""
     _paint_tube(canvas, anat.ivc, lumen_hu=anat.ivc_hu, wall_hu=anat.ivc_hu, organ=_SOFT)
     for artery in (anat.aorta, *anat.iliac_arteries):
         _paint_tube(canvas, artery, lumen_hu=anat.aorta_hu, wall_hu=anat.aorta_hu, organ=_AORTA)
@@ -1615,7 +1640,9 @@ def _sample_in_organ(
     return fallback if fallback is not None else np.asarray(e.center, dtype=float)
 
 
-def _cleft_basis(center: np.ndarray, organ_center: np.ndarray, rng: np.random.Generator):
+def _cleft_basis(
+    center: np.ndarray, organ_center: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Orthonormal rows: outward in-plane direction, thin direction, near-craniocaudal."""
     out = center - organ_center
     out[2] *= 0.3
@@ -1641,6 +1668,8 @@ def _make_cleft(
     radius: tuple[float, float],
     center: np.ndarray | None = None,
 ) -> _Cleft:
+    """A laceration in ``organ`` (hosted by ``e``), at ``center`` or a sampled point."""
+
     def probe(p: np.ndarray) -> np.ndarray:
         basis = _cleft_basis(p, np.asarray(e.center), np.random.default_rng(0))
         return np.stack([p - 0.3 * length * basis[0], p + 0.2 * length * basis[0]])
@@ -1794,12 +1823,13 @@ def _plan_bowel_injury(
     lesions: list[_Blob] = []
     for _ in range(int(rng.integers(4, 7))):
         r = float(rng.uniform(3.5, 5.0))
-        for _ in range(30):
+        for attempt in range(60):
             i = int(rng.integers(window[0], window[1] + 1))
             tangent = loop.points[min(i + 1, n - 1)] - loop.points[max(i - 1, 0)]
             side = np.cross(tangent, _random_direction(rng))
             side /= max(float(np.linalg.norm(side)), 1e-6)
-            p = loop.points[i] + side * (loop.radius[i] + r + rng.uniform(1.0, 5.0))
+            gap = rng.uniform(1.0, 5.0 + 0.3 * attempt)
+            p = loop.points[i] + side * (loop.radius[i] + r + gap)
             if _in_free_fat(anat, p, r):
                 break
         lesions.append(
@@ -1846,12 +1876,16 @@ def _plan_bowel_injury(
 def _in_free_fat(anat: Anatomy, p: np.ndarray, clearance: float) -> bool:
     """Whether a point lies in the peritoneal fat, ``clearance`` mm away from organs and gut."""
     x, y, z = (np.asarray(v) for v in p)
-    if not _in_cavity(anat, x, y, z) or _near_spine(anat, x, y):
+    cx, vb_y = anat.vertebra_xy
+    hx, hy = anat.vertebra_half_axes
+    vertebra = ((x - cx) / (hx + clearance)) ** 2 + ((y - vb_y) / (hy + clearance)) ** 2 < 1
+    psoas = (np.abs(x - cx) < hx + 30.0 + clearance) & (y > vb_y - hy - clearance)
+    if not _in_cavity(anat, x, y, z) or vertebra or psoas:
         return False
     organs = (*anat.liver, anat.spleen, anat.stomach, anat.bladder, *anat.kidneys)
     if any(_ellipsoid_s(e, x, y, z) < 1.0 + clearance / min(e.half_axes) for e in organs):
         return False
-    for tube in (anat.colon, *anat.small_bowel):
+    for tube in (anat.colon, *anat.small_bowel, anat.aorta, anat.ivc, *anat.iliac_arteries):
         a, b = tube.points[:-1], tube.points[1:]
         d = b - a
         t = np.clip(np.einsum("ij,ij->i", p - a, d) / np.maximum((d * d).sum(axis=1), 1e-9), 0, 1)
@@ -1876,18 +1910,21 @@ def _plan_extravasation(
         first = site + rng.normal(0.0, 4.0, 3)
         hosts: tuple[int, ...] = (*codes, _SOFT, _BOWEL)
         halo = False
-    else:
-        if sites:
-            first = sites[0][0] + _random_direction(rng) * rng.uniform(20.0, 30.0)
-        else:
-            yc = anat.back_y - anat.body_half_depth_posterior
-            first = np.array(
-                [
-                    anat.center_x + rng.uniform(-55.0, 55.0),
-                    yc - rng.uniform(15.0, 55.0),
-                    rng.uniform(anat.l1_top_z + 70.0, anat.s1_top_z),
-                ]
-            )
+    else:  # mesentery (near an injured loop) or pelvis
+        yc = anat.back_y - anat.body_half_depth_posterior
+        for attempt in range(60):
+            if sites:
+                first = sites[0][0] + _random_direction(rng) * rng.uniform(15.0, 30.0 + attempt)
+            else:
+                first = np.array(
+                    [
+                        anat.center_x + rng.uniform(-60.0, 60.0),
+                        yc - rng.uniform(10.0, 60.0),
+                        rng.uniform(anat.l1_top_z + 70.0, anat.s1_top_z),
+                    ]
+                )
+            if _in_free_fat(anat, first, 4.0):
+                break
         hosts = (_SOFT, _BOWEL)
         halo = True
     centers = [first]
@@ -1917,6 +1954,7 @@ def _plan_extravasation(
 
 
 def _paint_cleft(canvas: _Canvas, c: _Cleft) -> None:
+    """Paint a laceration into the parenchyma of its organ."""
     ext = max(0.5 * c.length, c.half_width + c.wobble[0], c.half_height) + 2.0
     box = canvas.grid.box(c.center - ext, c.center + ext)
     if box is None:
@@ -1937,6 +1975,7 @@ def _paint_cleft(canvas: _Canvas, c: _Cleft) -> None:
 
 
 def _paint_shatter(canvas: _Canvas, sh: _Shatter) -> None:
+    """Paint a shattered, mottled hypodense region into its organ."""
     ext = sh.radius * (1.0 + sum(abs(lobe[5]) for lobe in sh.lobes)) + 1.0
     box = canvas.grid.box(sh.center - ext, sh.center + ext)
     if box is None:
@@ -1952,7 +1991,10 @@ def _paint_shatter(canvas: _Canvas, sh: _Shatter) -> None:
     canvas.paint(box, mask, hu, injury=sh.target)
 
 
-def _organ_radius(anat: Anatomy, organ: str, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+def _organ_radius(
+    anat: Anatomy, organ: str, x: np.ndarray, y: np.ndarray, z: np.ndarray
+) -> np.ndarray:
+    """Normalised ellipsoid radius of an organ (``<= 1`` inside, ignoring clipping)."""
     if organ == "liver":
         return np.minimum(
             _ellipsoid_s(anat.liver[0], x, y, z), _ellipsoid_s(anat.liver[1], x, y, z)
@@ -1963,6 +2005,7 @@ def _organ_radius(anat: Anatomy, organ: str, x: np.ndarray, y: np.ndarray, z: np
 
 
 def _paint_hematoma(canvas: _Canvas, anat: Anatomy, h: _Hematoma) -> None:
+    """Paint a hematoma crescent: subcapsular rim inside, collection in the fat outside."""
     ext = h.radius + h.thickness + 2.0
     box = canvas.grid.box(h.center - ext, h.center + ext)
     if box is None:
@@ -1977,11 +2020,12 @@ def _paint_hematoma(canvas: _Canvas, anat: Anatomy, h: _Hematoma) -> None:
     wall_gap = _halfwidth(anat, y, z, "cavity") - np.abs(x - anat.center_x)
     rim = organ_box & ((s > 1.0 - 0.5 * thickness / scale) | (wall_gap < 0.5 * thickness))
     outside = canvas.fat(box) & (s > 1.0) & (s < 1.0 + thickness / scale)
-    outside &= wall_gap > 0
+    outside &= (wall_gap > 0) & _below_diaphragm(anat, x, y, z)
     canvas.paint(box, (rim | outside) & (thickness > 0), h.hu, injury=h.target)
 
 
 def _paint_blob(canvas: _Canvas, anat: Anatomy, b: _Blob) -> None:
+    """Paint a blob over its host codes (or over peritoneal fat only)."""
     box, (x, y, z) = _ellipsoid_box(canvas, b.shape)
     if box is None:
         return
@@ -1994,6 +2038,7 @@ def _paint_blob(canvas: _Canvas, anat: Anatomy, b: _Blob) -> None:
 
 
 def _paint_lesions(canvas: _Canvas, anat: Anatomy, plan: _InjuryPlan) -> None:
+    """Paint every planned lesion, in plan order."""
     for lesion in plan.lesions:
         if isinstance(lesion, _Cleft):
             _paint_cleft(canvas, lesion)
@@ -2148,6 +2193,7 @@ def make_phantom(
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    """Validate ``(D, H, W)``."""
     if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in shape):
         raise ValueError(f"shape must be three positive ints (D, H, W); got {shape}")
     d, h, w = (int(s) for s in shape)
@@ -2155,6 +2201,7 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def _check_spacing(spacing: Sequence[float]) -> Vec3:
+    """Validate ``(dz, dy, dx)`` in mm."""
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive mm values (dz, dy, dx); got {spacing}")
     dz, dy, dx = (float(s) for s in spacing)

@@ -1,0 +1,128 @@
+"""The shared entry-point convention: user mistakes exit 2 with one sentence, bugs keep tracebacks."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from ctvoco.cli.app import config_error_sentence, ensure_writable_dir, hydra_app
+from ctvoco.cli.components import check_targets, wandb_mode
+from ctvoco.errors import UserError
+
+
+def run_app(task, argv: list[str], monkeypatch, tmp_path, config: str = "synth"):
+    main = hydra_app(config)(task)
+    monkeypatch.setattr(sys, "argv", ["ctvoco-test", f"paths.output_dir={tmp_path / 'run'}", *argv])
+    return main()
+
+
+def test_user_error_exits_2_with_one_line(monkeypatch, tmp_path, capsys) -> None:
+    def task(cfg):
+        raise UserError("data.root does not exist: /nowhere")
+
+    with pytest.raises(SystemExit) as exc:
+        run_app(task, [], monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ctvoco-test: error: data.root does not exist: /nowhere"
+
+
+def test_bad_override_exits_2(monkeypatch, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_app(lambda cfg: None, ["no_such_key=1"], monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no_such_key" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_config_option_exits_2(monkeypatch, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_app(lambda cfg: None, ["paths=nope"], monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_missing_mandatory_value_names_the_key(monkeypatch, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_app(lambda cfg: str(cfg.checkpoint), [], monkeypatch, tmp_path, config="predict")
+    assert exc.value.code == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_bug_keeps_its_traceback(monkeypatch, tmp_path) -> None:
+    def task(cfg):
+        raise ZeroDivisionError("a real bug")
+
+    with pytest.raises(ZeroDivisionError, match="a real bug"):
+        run_app(task, [], monkeypatch, tmp_path)
+
+
+def test_run_directory_and_resolved_config(monkeypatch, tmp_path) -> None:
+    seen = {}
+
+    def task(cfg):
+        seen["output_dir"] = cfg.paths.output_dir
+        seen["seed"] = cfg.seed
+
+    run_app(task, ["seed=5"], monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    assert seen == {"output_dir": str(run.resolve()), "seed": 5}
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.seed == 5 and saved.paths.output_dir == str(run.resolve())
+
+
+def test_unwritable_output_dir_is_a_user_error(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=r"cannot write to .*file/sub.*paths\.output_dir"):
+        ensure_writable_dir(blocker / "sub", "paths.output_dir")
+
+
+def test_config_error_sentence_is_one_line() -> None:
+    class Cause(Exception):
+        pass
+
+    error = RuntimeError("Could not override 'x'.\nTo append to your config use +x=1")
+    error.__cause__ = Cause("Key 'x' is not in struct\n    full_key: x\n    object_type=dict")
+    sentence = config_error_sentence(error)
+    assert "\n" not in sentence
+    assert "full_key" not in sentence and "+x=1" in sentence
+
+
+TARGET_CASES = [
+    ({"_target_": "ctvoco.data.RSNADataModule"}, True),
+    ({"_target_": "pytorch_lightning.Trainer"}, True),
+    ({"a": {"_target_": "torch.optim.AdamW"}}, True),
+    ({"_target_": "os.system"}, False),
+    ({"a": [{"_target_": "builtins.eval"}]}, False),
+    ({"a": {"b": {"_target_": "subprocess.run"}}}, False),
+]
+
+
+@pytest.mark.parametrize(("config", "allowed"), TARGET_CASES)
+def test_targets_are_restricted(config, allowed) -> None:
+    if allowed:
+        check_targets(OmegaConf.create(config))
+    else:
+        with pytest.raises(UserError, match="is not allowed"):
+            check_targets(OmegaConf.create(config))
+
+
+WANDB_CASES = [
+    ({"WANDB_MODE": "disabled"}, "", "disabled"),
+    ({"WANDB_MODE": "online"}, "", "online"),
+    ({"WANDB_API_KEY": "k"}, "", "online"),
+    ({}, "machine api.wandb.ai login user password secret\n", "online"),
+    ({}, "", "offline"),
+]
+
+
+@pytest.mark.parametrize(("env", "netrc", "mode"), WANDB_CASES)
+def test_wandb_mode(env, netrc, mode, tmp_path) -> None:
+    path = tmp_path / "netrc"
+    path.write_text(netrc)
+    path.chmod(0o600)
+    assert wandb_mode(environ=env, netrc_path=path) == mode

@@ -1,0 +1,82 @@
+"""The installed console scripts: config search path, error convention, user config dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("script", ["ctvoco-pretrain", "ctvoco-predict"])
+def test_scripts_find_packaged_configs(script: str, tmp_path: Path) -> None:
+    result = run(script, "--info", "searchpath", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pkg://ctvoco.conf" in result.stdout
+
+
+def test_flare_without_data_says_where_and_how(tmp_path: Path) -> None:
+    result = run(
+        "ctvoco-pretrain", "+experiment=flare", f"paths.output_dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()[-1]
+    assert (
+        "FLARE23 data not found" in err
+        and "data.root" in err
+        and "flare23.grand-challenge.org" in err
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_override_and_unknown_backbone(tmp_path: Path) -> None:
+    bad = run("ctvoco-finetune", "trainer.bogus=1", cwd=tmp_path)
+    assert bad.returncode == 2 and "bogus" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = run(
+        "ctvoco-pretrain",
+        "data=flare",
+        f"data.root={tmp_path}",
+        "model.module.backbone=no_such_net",
+        f"paths.output_dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert unknown.returncode == 2
+    assert "unknown timm backbone 'no_such_net'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def test_user_config_dir_adds_an_experiment(tmp_path: Path) -> None:
+    user = tmp_path / "my_configs" / "experiment"
+    user.mkdir(parents=True)
+    (user / "mine.yaml").write_text("# @package _global_\nseed: 77\ntags: [mine]\n")
+    result = run(
+        "ctvoco-pretrain",
+        "--config-dir",
+        str(tmp_path / "my_configs"),
+        "--cfg",
+        "job",
+        "--resolve",
+        "+experiment=mine",
+        f"paths.output_dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "seed: 77" in result.stdout and "- mine" in result.stdout
+
+
+def test_info_reports_versions(tmp_path: Path) -> None:
+    version = run("ctvoco-info", "--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip()
+    report = run("ctvoco-info", cwd=tmp_path)
+    assert "torch" in report.stdout and "CUDA available" in report.stdout

@@ -1,0 +1,135 @@
+"""Tests for ctvoco.training.history.MetricsHistory (metrics.csv and learning curves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ctvoco.training.history import MetricsHistory, plot_learning_curves
+
+
+class TinyRegression(pl.LightningModule):
+    """A linear model that logs train/ and val/ metrics, one of them never finite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("train/loss", loss, on_epoch=True, on_step=False)
+        self.log("train/broken", float("nan"), on_epoch=True, on_step=False)
+        self.log("plain_metric", 1.0)  # no "/": not part of the history
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def data() -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=4)
+
+
+def fit(history: MetricsHistory, epochs: int = 3, **kwargs) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[history],
+        **kwargs,
+    )
+    trainer.fit(TinyRegression(), data(), data())
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[MetricsHistory, pl.Trainer]:
+    history = MetricsHistory(tmp_path_factory.mktemp("run") / "out", plot_groups=("loss",))
+    return history, fit(history)
+
+
+def test_metrics_csv_has_one_row_per_epoch(finished):
+    history, _ = finished
+    frame = pd.read_csv(history.csv_path)
+    assert list(frame["epoch"]) == [0, 1, 2]  # no row for the sanity check
+    assert list(frame["step"]) == [2, 4, 6]
+    assert {"train/loss", "val/loss"} <= set(frame.columns)
+    assert "plain_metric" not in frame.columns
+    assert "train/broken" not in frame.columns  # non-finite values are left out
+    assert frame["train/loss"].notna().all() and frame["val/loss"].notna().all()
+    pd.testing.assert_frame_equal(frame, history.frame(), check_dtype=False)
+
+
+def test_learning_curves_png_at_fit_end(finished):
+    history, _ = finished
+    assert history.plot_path == history.directory / "learning_curves.png"
+    assert history.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (history.directory / ".metrics.csv.tmp").exists()
+
+
+def test_rows_survive_state_dict_round_trip(finished, tmp_path: Path):
+    history, _ = finished
+    restored = MetricsHistory(tmp_path)
+    restored.load_state_dict(history.state_dict())
+    assert restored.rows == history.rows
+    restored.write()
+    pd.testing.assert_frame_equal(pd.read_csv(restored.csv_path), pd.read_csv(history.csv_path))
+
+
+def test_rows_survive_a_checkpoint(tmp_path: Path):
+    history = MetricsHistory(tmp_path / "first")
+    trainer = fit(history, epochs=2)
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if "MetricsHistory" in k]
+    resumed = MetricsHistory(tmp_path / "second")
+    resumed.load_state_dict(state)
+    assert sorted(resumed.rows) == [0, 1]
+    assert resumed.rows[1]["train/loss"] == pytest.approx(history.rows[1]["train/loss"])
+
+
+def test_resumed_fit_keeps_earlier_epochs(tmp_path: Path):
+    first = MetricsHistory(tmp_path / "run")
+    trainer = fit(first, epochs=1)
+    path = tmp_path / "epoch0.ckpt"
+    trainer.save_checkpoint(path)
+    second = MetricsHistory(tmp_path / "run")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[second],
+    )
+    trainer.fit(TinyRegression(), data(), data(), ckpt_path=path)
+    assert list(pd.read_csv(second.csv_path)["epoch"]) == [0, 1]
+
+
+def test_nothing_written_without_rows(tmp_path: Path):
+    history = MetricsHistory(tmp_path / "empty")
+    history.write()
+    assert not history.csv_path.exists()
+
+
+def test_plot_falls_back_to_all_metrics(tmp_path: Path):
+    frame = pd.DataFrame({"epoch": [0, 1], "val/auc": [0.5, 0.6], "step": [1, 2]})
+    out = plot_learning_curves(frame, ("loss",), tmp_path / "plots" / "curves.png")
+    assert out.is_file()
