@@ -24,13 +24,18 @@ def quiet() -> Console:
 def write_cases(root, n: int) -> list[SeriesSource]:
     sources = []
     for i in range(n):
-        path = write_nifti(body_phantom(seed=i), root / f"CASE_{i:04d}_0000.nii.gz", (5.0, 4.0, 4.0))
+        path = write_nifti(
+            body_phantom(seed=i), root / f"CASE_{i:04d}_0000.nii.gz", (5.0, 4.0, 4.0)
+        )
         sources.append(SeriesSource(f"CASE_{i:04d}", str(path), f"CASE_{i:04d}"))
     return sources
 
 
 def checksums(cache: VolumeCache) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(cache.volumes_dir.iterdir())}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(cache.volumes_dir.iterdir())
+    }
 
 
 @pytest.mark.parametrize(

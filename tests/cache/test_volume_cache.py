@@ -52,7 +52,9 @@ def test_variant_is_claimed_then_enforced(tmp_path) -> None:
     cache = VolumeCache(tmp_path)
     cache.ensure_variant(PreprocessConfig(shape=(8, 16, 16)))
     cache.ensure_variant(PreprocessConfig(shape=(8, 16, 16)))
-    with pytest.raises(UserError, match=r"other preprocessing \(shape: \[8, 16, 16\] -> \[8, 32, 32\]\)"):
+    with pytest.raises(
+        UserError, match=r"other preprocessing \(shape: \[8, 16, 16\] -> \[8, 32, 32\]\)"
+    ):
         cache.ensure_variant(PreprocessConfig(shape=(8, 32, 32)))
     with pytest.raises(UserError, match="windows"):
         cache.ensure_variant(PreprocessConfig(shape=(8, 16, 16), windows=[(-175, 250)]))
@@ -62,7 +64,9 @@ def test_records_and_manifest(tmp_path) -> None:
     cache = VolumeCache(tmp_path)
     cache.write("1_2", np.zeros((2, 2, 2), np.uint8))
     cache.write_record({"key": "1_2", "patient_id": "1", "series_id": "2", "status": "ok"})
-    cache.write_record({"key": "3_4", "patient_id": "3", "series_id": "4", "status": "failed", "error": "boom"})
+    cache.write_record(
+        {"key": "3_4", "patient_id": "3", "series_id": "4", "status": "failed", "error": "boom"}
+    )
     manifest = cache.rebuild_manifest()
     assert list(manifest["key"]) == ["1_2", "3_4"]
     assert cache.manifest_path.exists()

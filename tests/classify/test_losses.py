@@ -138,7 +138,9 @@ def test_head_loss_has_gradients():
 # --------------------------------------------------------------------------- tasks
 def _logits(b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {t: torch.randn(b, 1 if len(TARGET_CLASSES[t]) == 2 else 3, generator=g) for t in TARGETS}
+    return {
+        t: torch.randn(b, 1 if len(TARGET_CLASSES[t]) == 2 else 3, generator=g) for t in TARGETS
+    }
 
 
 def _labels(b: int = 4, seed: int = 0) -> torch.Tensor:

@@ -358,11 +358,6 @@ def test_cache_only_mode_still_enforces_the_variant(rsna_cache, tmp_path: Path) 
         dm.check_inputs()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ready_items() returns every ok row of the cache, not the series of data.split: "
-    "a test-split module on the (default, shared) RSNA cache also serves the train series",
-)
 def test_split_selects_its_own_series_in_a_shared_cache(
     tiny_cohort, rsna_cache, tmp_path: Path
 ) -> None:

@@ -128,12 +128,6 @@ def test_labels_are_five_int64_classes_in_target_order(two_caches) -> None:
         assert labels.tolist() == labelled.loc[i, list(TARGETS)].tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dataset.py:68 turns items[TARGETS].to_numpy() into a tensor with torch.as_tensor; "
-    "when pandas returns a view with negative strides (columns stored in another order) "
-    "torch raises ValueError",
-)
 def test_labels_from_columns_stored_in_another_order(two_caches) -> None:
     items, _ = two_caches
     classes = [[0, 1, 2, 0, 1], [1, 0, 0, 2, 0], [0, 0, 1, 1, 2], [1, 1, 0, 0, 0]]

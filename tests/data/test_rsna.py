@@ -44,11 +44,6 @@ def test_parse_id_rejects_non_integers(value) -> None:
         parse_id(value, "patient_id", "x.csv:7")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_id uses str.isdigit, which accepts Unicode digits such as '²' that int() "
-    "rejects: a plain ValueError without the file and line escapes",
-)
 def test_parse_id_rejects_unicode_digits() -> None:
     with pytest.raises(DataError, match=r"x\.csv:2"):
         parse_id("²", "patient_id", "x.csv:2")
@@ -213,11 +208,6 @@ def test_bad_label_errors_are_user_errors(tmp_path: Path) -> None:
         read_rsna_labels(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="line numbers are row index + 2, but pandas skips blank lines, so every row after "
-    "a blank line is reported one line too early",
-)
 def test_label_error_line_counts_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     header, good, bad = (
@@ -259,11 +249,6 @@ def test_bad_series_meta_files(tmp_path: Path, text: str, message: str) -> None:
         read_series_meta(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_series_meta does not catch pandas' EmptyDataError/ParserError the way "
-    "read_rsna_labels does, so an empty train_series_meta.csv ends in a traceback",
-)
 def test_empty_series_meta_is_a_data_error(tmp_path: Path) -> None:
     path = tmp_path / "train_series_meta.csv"
     path.write_bytes(b"")
@@ -339,11 +324,6 @@ def test_clean_tree_logs_no_warning(tmp_path: Path, caplog) -> None:
     assert not caplog.records
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rsna_series checks folder names with str.isdigit, which accepts '²'; int('²') "
-    "then raises a ValueError instead of skipping the folder with a warning",
-)
 def test_unicode_digit_folders_are_skipped(tmp_path: Path) -> None:
     make_tree(tmp_path, "train", ["10/100", "²/1"])
     assert [s.key for s in rsna_series(tmp_path)] == ["10_100"]

@@ -90,7 +90,7 @@ def test_export_state_dict_keys_are_timms_and_load_strictly():
 def test_export_state_dict_refuses_incomplete_backbone():
     state = fresh_backbone().state_dict()
     del state["conv_stem.weight"]
-    with pytest.raises(DataError, match="conv_stem.weight"):
+    with pytest.raises(DataError, match=r"conv_stem\.weight"):
         export_state_dict(state, BACKBONE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -56,10 +57,10 @@ def test_shape_of_the_schedule(min_ratio):
     values = [warmup_cosine(s, warmup, total, min_ratio) for s in range(total + 1)]
     assert values[0] == pytest.approx(1 / warmup)
     rising, falling = values[:warmup], values[warmup:]
-    assert all(a < b for a, b in zip(rising, rising[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(rising))
     assert max(values) == pytest.approx(1.0)
     assert values[warmup - 1] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(falling, falling[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(falling))
     assert values[-1] == pytest.approx(min_ratio)
-    assert all(0.0 < v <= 1.0 + 1e-12 for v in values)
+    assert all(0.0 <= v <= 1.0 + 1e-12 for v in values)
     assert all(min_ratio - 1e-12 <= v for v in falling)

@@ -212,11 +212,6 @@ def test_foreground_threshold_excludes_dim_voxels():
     assert make_views().canvas(volume).min() == 10  # threshold 0: the dim voxels stay
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="foreground_box starts the in-plane box at the first *strided* foreground row/col, "
-    "cutting up to stride-1 foreground rows/cols (not conservative as documented)",
-)
 def test_foreground_box_contains_all_foreground():
     volume = np.zeros((4, 32, 32), dtype=np.uint8)
     volume[:, 5:13, 6:14] = 200  # not aligned to the stride of 4

@@ -361,6 +361,16 @@ class RSNADataModule(CachedVolumeDataModule):
     def sources(self) -> list[SeriesSource]:
         return rsna_series(self.root, self.split)
 
+    def ready_items(self) -> pd.DataFrame:
+        """Cached series of this split only (a cache may hold train and test series)."""
+        items = super().ready_items()
+        if self.root.exists():
+            keys = {s.key for s in self.sources()}
+            return items[items["key"].isin(keys)].reset_index(drop=True)
+        manifest = self.cache.manifest().set_index("key")["source"].astype(str)
+        in_split = [f"{self.split}_images" in Path(manifest.get(k, "")).parts for k in items["key"]]
+        return items[in_split].reset_index(drop=True)
+
     def check_inputs(self) -> None:
         super().check_inputs()
         if self.purpose == "classify" or self.exclude_folds:

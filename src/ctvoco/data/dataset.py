@@ -65,7 +65,7 @@ class CachedVolumeDataset(Dataset[dict[str, Any]]):
         }
         self._cache_of: Sequence[str] = self.items["cache"].astype(str).tolist()
         self._labels = (
-            torch.as_tensor(self.items[list(TARGETS)].to_numpy(dtype=np.int64))
+            torch.tensor(np.ascontiguousarray(self.items[list(TARGETS)].to_numpy(dtype=np.int64)))
             if self.has_labels
             else None
         )

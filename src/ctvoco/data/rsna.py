@@ -29,12 +29,17 @@ RSNA_URL = "https://www.kaggle.com/competitions/rsna-2023-abdominal-trauma-detec
 SPLITS = ("train", "test")
 
 
+def is_id(text: str) -> bool:
+    """True for a non-empty string of ASCII digits (``str.isdigit`` also accepts ``²``)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_id(value: object, what: str, where: str) -> int:
     """An id as a non-negative integer, or a :class:`DataError` naming where it came from."""
     text = str(value).strip()
     if text.endswith(".0"):  # integers that went through a float column
         text = text[:-2]
-    if not text.isdigit():
+    if not is_id(text):
         raise DataError(f"{where}: {what} must be a non-negative integer; got {value!r}")
     return int(text)
 
@@ -63,11 +68,11 @@ def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[Seri
     sources = []
     skipped = []
     for patient_dir in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
-        if not patient_dir.is_dir() or not patient_dir.name.isdigit():
+        if not patient_dir.is_dir() or not is_id(patient_dir.name):
             skipped.append(patient_dir.name)
             continue
         for series_dir in sorted(p for p in patient_dir.iterdir() if not p.name.startswith(".")):
-            if not series_dir.is_dir() or not series_dir.name.isdigit():
+            if not series_dir.is_dir() or not is_id(series_dir.name):
                 skipped.append(f"{patient_dir.name}/{series_dir.name}")
                 continue
             pid, sid = int(patient_dir.name), int(series_dir.name)
@@ -97,14 +102,12 @@ def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: label file not found")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    frame = _read_csv(path)
     missing = [c for c in ("patient_id", *PREDICTION_COLUMNS) if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    line = {i: i + 2 for i in range(len(frame))}  # header is line 1
+    line = dict(enumerate(frame.index + 2))  # header is line 1; blank lines keep their numbers
+    frame = frame.reset_index(drop=True)
     frame["patient_id"] = [
         parse_id(v, "patient_id", f"{path}:{line[i]}") for i, v in enumerate(frame["patient_id"])
     ]
@@ -119,7 +122,7 @@ def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}:{line[i]}: patient {frame['patient_id'].iloc[i]}: {column} must be 0 or 1; "
-                f"got {frame[column].iloc[i]!r}"
+                f"got {frame[column].astype(str).iloc[i]!r}"
             )
         frame[column] = values.astype(np.int64)
     for target in TARGETS:
@@ -128,7 +131,7 @@ def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
             i = int(np.flatnonzero((sums != 1).to_numpy())[0])
             raise DataError(
                 f"{path}:{line[i]}: patient {frame['patient_id'].iloc[i]}: the {target} columns "
-                f"({', '.join(target_columns(target))}) must be one-hot; they sum to {sums.iloc[i]}"
+                f"({', '.join(target_columns(target))}) must be one-hot; they sum to {int(sums.iloc[i])}"
             )
     derived = 1 - frame[[f"{t}_healthy" for t in TARGETS]].min(axis=1)
     if "any_injury" in frame.columns:
@@ -137,21 +140,34 @@ def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
             i = int(np.flatnonzero(inconsistent.to_numpy())[0])
             raise DataError(
                 f"{path}:{line[i]}: patient {frame['patient_id'].iloc[i]}: any_injury="
-                f"{frame['any_injury'].iloc[i]} contradicts the target columns"
+                f"{frame['any_injury'].astype(str).iloc[i]} contradicts the target columns"
             )
     frame["any_injury"] = derived.astype(np.int64)
     return frame[["patient_id", *LABEL_COLUMNS]].sort_values("patient_id").reset_index(drop=True)
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV with rows indexed by their position in the file (blank lines counted)."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path, skip_blank_lines=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    return frame.dropna(how="all")
+
+
 def read_series_meta(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ``train_series_meta.csv`` (validated integer ids)."""
     path = Path(path)
-    frame = pd.read_csv(path)
+    frame = _read_csv(path)
+    line = dict(enumerate(frame.index + 2))
+    frame = frame.reset_index(drop=True)
     missing = [c for c in ("patient_id", "series_id") if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
     for column in ("patient_id", "series_id"):
         frame[column] = [
-            parse_id(v, column, f"{path}:{i + 2}") for i, v in enumerate(frame[column])
+            parse_id(v, column, f"{path}:{line[i]}") for i, v in enumerate(frame[column])
         ]
     return frame

@@ -201,8 +201,12 @@ def _add_intercept(stored: np.ndarray, intercept: int, out: np.ndarray) -> None:
     """``out = clip(stored + intercept)`` into int16, in int16 arithmetic when that is exact."""
     top = int(stored.max())
     low, high = int(stored.min()) + intercept, top + intercept
-    if -32768 <= low and high <= 32767 and top <= 32767 and -32768 <= intercept <= 32767:
-        as_int16 = stored.view(np.int16) if stored.dtype == np.uint16 else stored.astype(np.int16, copy=False)
+    if low >= -32768 and high <= 32767 and top <= 32767 and -32768 <= intercept <= 32767:
+        as_int16 = (
+            stored.view(np.int16)
+            if stored.dtype == np.uint16
+            else stored.astype(np.int16, copy=False)
+        )
         np.add(as_int16, np.int16(intercept), out=out)
     else:
         out[...] = np.clip(stored.astype(np.int32) + intercept, -32768, 32767)

@@ -69,7 +69,9 @@ def canonical_transform(directions: np.ndarray) -> tuple[tuple[int, int, int], t
     """
     directions = np.asarray(directions, dtype=float)
     if directions.shape != (3, 3) or np.any(np.linalg.norm(directions, axis=1) < 1e-6):
-        raise ValueError(f"axis directions are degenerate (need three non-zero 3-vectors):\n{directions}")
+        raise ValueError(
+            f"axis directions are degenerate (need three non-zero 3-vectors):\n{directions}"
+        )
     alignment = directions @ CANONICAL_DIRECTIONS.T  # [array axis, canonical axis]
     order = [int(np.argmax(np.abs(alignment[:, c]))) for c in range(3)]
     if sorted(order) != [0, 1, 2]:

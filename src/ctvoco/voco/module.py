@@ -114,6 +114,11 @@ class VoCoPretrainer(pl.LightningModule):
         _check_choice("inter_pairing", inter_pairing, INTER_PAIRINGS)
         if not 0.0 <= momentum <= 1.0:
             raise UserError(f"model.momentum must be in [0, 1]; got {momentum}")
+        if min(w_intra, w_inter, w_reg) < 0 or not (w_intra or w_inter or w_reg):
+            raise UserError(
+                f"model loss weights must be >= 0 and not all 0; got w_intra={w_intra}, "
+                f"w_inter={w_inter}, w_reg={w_reg}"
+            )
         slots = num_random + grid * grid
         self.student_encoder = SliceEncoder(
             create_backbone(backbone, in_chans=in_chans, init=init, weights_dir=weights_dir),  # type: ignore[arg-type]
@@ -146,6 +151,7 @@ class VoCoPretrainer(pl.LightningModule):
         self._val_sims: list[Tensor] = []
         self._val_targets: list[Tensor] = []
         self._step_started = 0.0
+        self._step_finite = True
 
     # -- embeddings ---------------------------------------------------------------------
     def _slices(self, crops: Tensor) -> Tensor:
@@ -231,6 +237,7 @@ class VoCoPretrainer(pl.LightningModule):
         out = self.losses(emb, batch["targets"].float())
         finite = bool(torch.isfinite(out.total).item())
         finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        self._step_finite = finite
         size = batch["targets"].shape[0]
         detail = (
             f"intra={out.intra.item():.4g} inter={out.inter.item():.4g} reg={out.reg.item():.4g}"
@@ -279,8 +286,14 @@ class VoCoPretrainer(pl.LightningModule):
         self.log("train/ema_momentum", self.current_momentum(), batch_size=size)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """Step the optimiser, then move the teacher towards the student (EMA)."""
-        super().optimizer_step(*args, **kwargs)
+        """Step the optimiser, then move the teacher towards the student (EMA).
+
+        A step whose loss was not finite changes no weights (there are no gradients) and
+        leaves the teacher alone too; Lightning still counts it in ``global_step``.
+        """
+        super().optimizer_step(*args, **kwargs)  # runs the closure, i.e. training_step
+        if not self._step_finite:
+            return
         m = self.current_momentum()
         update_momentum(self.student_encoder, self.teacher_encoder, m)
         if self.hparams.teacher_head == "ema":

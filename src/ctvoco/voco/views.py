@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ctvoco.voco.targets import overlap_targets, sample_random_centers
 
@@ -83,22 +83,19 @@ class VoCoViews:
         z0, z1, y0, y1, x0, x1 = foreground_box(vol, self.foreground_threshold)
         canvas_z = np.floor(np.linspace(0, self.depth - 1, self.num_slices)).astype(np.int64)
         # Centre of canvas slice c in source coordinates (align-corners=False convention).
-        src = z0 + (canvas_z + 0.5) * (z1 - z0) / self.depth - 0.5
-        src = np.clip(src, z0, z1 - 1)
+        src = np.clip(z0 + (canvas_z + 0.5) * (z1 - z0) / self.depth - 0.5, z0, z1 - 1)
         lo = np.floor(src).astype(np.int64)
         hi = np.minimum(lo + 1, z1 - 1)
-        weight = torch.from_numpy((src - lo).astype(np.float32))[:, None, None]
-        needed = np.unique(np.concatenate([lo, hi]))
-        block = torch.from_numpy(np.ascontiguousarray(vol[needed, y0:y1, x0:x1])).float()
-        index = {int(z): i for i, z in enumerate(needed)}
-        low = block[[index[int(z)] for z in lo]]
-        high = block[[index[int(z)] for z in hi]]
-        slices = low * (1 - weight) + high * weight
-        size = self.canvas_size
-        mode = "area" if slices.shape[-1] >= size and slices.shape[-2] >= size else "bilinear"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        resized = F.interpolate(slices[None], size=(size, size), mode=mode, **kwargs)[0]
-        return resized.round_().clamp_(0, 255).to(torch.uint8).numpy()
+        weight = (src - lo).astype(np.float32)
+        needed, position = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+        block = np.asarray(vol[needed, y0:y1, x0:x1], dtype=np.float32)  # (n, h, w)
+        low = block[position[: len(lo)]]
+        high = block[position[len(lo) :]]
+        blended = (
+            low + (high - low) * weight[:, None, None]
+        )  # (S, h, w): blend, then resize S planes
+        slices = resize_planes(blended, self.canvas_size)
+        return np.clip(np.rint(slices), 0, 255).astype(np.uint8)
 
     def __call__(self, volume: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
         n, r, k = self.grid, self.crop_size, self.num_random
@@ -136,24 +133,53 @@ class VoCoViews:
         return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def foreground_box(volume: np.ndarray, threshold: int = 0, stride: int = 4) -> tuple[int, ...]:
-    """``(z0, z1, y0, y1, x0, x1)`` around voxels above ``threshold`` (whole volume if none).
+def resize_planes(planes: np.ndarray, size: int) -> np.ndarray:
+    """Resize ``(n, h, w)`` float32 planes to ``(n, size, size)`` with OpenCV.
 
-    Computed on a strided view (``stride`` in-plane) for speed, so the in-plane box is
-    conservative by up to ``stride - 1`` voxels.
+    Area averaging when shrinking, bilinear when enlarging.
+    """
+    n, h, w = planes.shape
+    interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
+    out = np.empty((n, size, size), dtype=np.float32)
+    for i in range(n):
+        out[i] = cv2.resize(planes[i], (size, size), interpolation=interpolation)
+    return out
+
+
+def foreground_box(volume: np.ndarray, threshold: int = 0, stride: int = 4) -> tuple[int, ...]:
+    """``(z0, z1, y0, y1, x0, x1)``, the tight box of voxels above ``threshold``.
+
+    Found on a strided view (``stride`` in-plane) for speed, then each in-plane edge is
+    refined at full resolution within its stride band, so the box is exact. The whole
+    volume when nothing is above the threshold.
     """
     d, h, w = volume.shape
     coarse = np.asarray(volume[:, ::stride, ::stride]) > threshold
     if not coarse.any():
         return 0, d, 0, h, 0, w
     zs = np.flatnonzero(coarse.any(axis=(1, 2)))
+    z0, z1 = int(zs[0]), int(zs[-1]) + 1
     ys = np.flatnonzero(coarse.any(axis=(0, 2)))
     xs = np.flatnonzero(coarse.any(axis=(0, 1)))
-    return (
-        int(zs[0]),
-        int(zs[-1]) + 1,
-        int(ys[0]) * stride,
-        min(h, (int(ys[-1]) + 1) * stride),
-        int(xs[0]) * stride,
-        min(w, (int(xs[-1]) + 1) * stride),
+    block = volume[z0:z1]
+    y0, y1 = _refine(
+        lambda lo, hi: (np.asarray(block[:, lo:hi, :]) > threshold).any(axis=(0, 2)), ys, stride, h
     )
+    x0, x1 = _refine(
+        lambda lo, hi: (np.asarray(block[:, :, lo:hi]) > threshold).any(axis=(0, 1)), xs, stride, w
+    )
+    return z0, z1, y0, y1, x0, x1
+
+
+def _refine(occupied, coarse_idx: np.ndarray, stride: int, size: int) -> tuple[int, int]:
+    """Exact ``[start, stop)`` along one axis from the strided hits ``coarse_idx``.
+
+    ``occupied(lo, hi)`` says, for full-resolution positions ``lo..hi-1``, which hold foreground.
+    """
+    first, last = int(coarse_idx[0]) * stride, int(coarse_idx[-1]) * stride
+    lo = max(0, first - stride + 1)
+    start = lo + int(np.argmax(occupied(lo, first + 1)))
+    hi = min(size, last + stride)
+    band = occupied(last, hi)
+    stop = last + int(np.flatnonzero(band)[-1]) + 1
+    return start, stop

@@ -1,0 +1,149 @@
+"""VoCo training-step overhead against its floor, loader throughput, and step memory.
+
+(a) a full VoCo step: student forward (dropout, head), teacher forward under ``no_grad``,
+    the three losses, backward, AdamW step, EMA update;
+(b) the floor: student encoder forward + backward and teacher encoder forward under
+    ``no_grad`` on the same images.
+
+Target (a)/(b) <= 1.15. The loader part times ``VoCoViews`` at the research configuration
+(n=3, r=64, K=2, S=32, Z=64) on memory-mapped ``(96, 256, 256)`` cache arrays in one process
+(= views/s per DataLoader worker; target >= 50).
+
+Run: ``python benchmarks/pretrain_step.py [--backbone efficientnet_b0 --batch 2 --slices 32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctvoco.cache import VolumeCache
+from ctvoco.io import CTVolume
+from ctvoco.preprocessing import PreprocessConfig, preprocess_volume
+from ctvoco.synth.phantom import make_phantom
+from ctvoco.voco import VoCoPretrainer, VoCoViews, update_momentum
+
+
+def high_water_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_cache(root: Path, count: int) -> tuple[VolumeCache, list[str]]:
+    """Preprocessed phantoms at the default cache shape (96, 256, 256)."""
+    cache = VolumeCache(root)
+    keys = []
+    for i in range(count):
+        phantom = make_phantom(i, shape=(96, 256, 256), spacing=(4.0, 1.5, 1.5))
+        volume = CTVolume(phantom.hu, phantom.spacing)
+        cache.write(f"1_{i}", preprocess_volume(volume, PreprocessConfig()).array)
+        keys.append(f"1_{i}")
+    return cache, keys
+
+
+def loader_rate(cache: VolumeCache, keys: list[str], views: VoCoViews, repeats: int) -> float:
+    rng = np.random.default_rng(0)
+    for key in keys:  # warm the page cache like a running loader
+        views(cache.load(key), rng)
+    start = time.perf_counter()
+    for i in range(repeats):
+        views(cache.load(keys[i % len(keys)]), rng)
+    return repeats / (time.perf_counter() - start)
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default="efficientnet_b0")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--slices", type=int, default=8, help="S (research: 32)")
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--grid", type=int, default=3)
+    parser.add_argument("--random", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, keys = make_cache(Path(tmp), 4)
+        research = VoCoViews(grid=3, crop_size=64, num_random=2, num_slices=32, depth=64)
+        views_per_s = loader_rate(cache, keys, research, repeats=40)
+        views = VoCoViews(
+            grid=args.grid,
+            crop_size=args.crop,
+            num_random=args.random,
+            num_slices=args.slices,
+            depth=max(64, args.slices),
+        )
+        rng = np.random.default_rng(1)
+        samples = [views(cache.load(keys[i % len(keys)]), rng) for i in range(args.batch)]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("random", "base", "targets")}
+
+    module = VoCoPretrainer(
+        backbone=args.backbone,
+        crop_size=args.crop,
+        grid=args.grid,
+        num_random=args.random,
+        warmup_steps=1,
+    ).train()
+    optimizer = torch.optim.AdamW(
+        [p for p in module.parameters() if p.requires_grad], lr=1e-4, amsgrad=True
+    )
+    crops = torch.cat([batch["random"], batch["base"]], dim=1)
+    images = module._slices(crops)
+
+    def full_step() -> None:
+        emb = module.embed(batch["random"], batch["base"])
+        out = module.losses(emb, batch["targets"])
+        out.total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        update_momentum(module.student_encoder, module.teacher_encoder, 0.99)
+        update_momentum(module.student_head, module.teacher_head, 0.99)
+
+    def floor_step() -> None:
+        module.student_encoder(images).sum().backward()
+        with torch.no_grad():
+            module.teacher_encoder(images)
+        optimizer.zero_grad(set_to_none=True)
+
+    before = high_water_mib()
+    full = timed(full_step, args.repeats)
+    peak = high_water_mib()
+    floor = timed(floor_step, args.repeats)
+    n_images = images.shape[0]
+    print(
+        f"backbone {args.backbone}, batch {args.batch} volumes x {args.random + args.grid**2} crops x {args.slices} slices "
+        f"= {n_images} images of {args.crop}x{args.crop}, {torch.get_num_threads()} threads"
+    )
+    print(f"(a) full VoCo step        {full * 1000:9.1f} ms")
+    print(f"(b) encoder floor         {floor * 1000:9.1f} ms")
+    print(f"(a) / (b)                 {full / floor:9.3f}   (target <= 1.15)")
+    print(f"step throughput           {args.batch / full:9.2f} volumes/s")
+    print(
+        f"peak RSS                  {peak:9.0f} MiB ({peak - before:.0f} MiB more after the full steps)"
+    )
+    print(f"loader, research config   {views_per_s:9.1f} views/s per worker   (target >= 50)")
+
+
+if __name__ == "__main__":
+    main()

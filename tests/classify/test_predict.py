@@ -1,0 +1,356 @@
+"""End-to-end tests of :func:`ctvoco.classify.predict.predict_submission` on the tiny cohort.
+
+A tiny classifier is trained once per module (1 epoch, ``test_efficientnet``) through the
+real data module; predictions then run on copies of the cohort's ``test_images`` tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from ctvoco.classify import InjuryClassifier, SliceStackViews
+from ctvoco.classify.predict import discover_input, load_classifier, predict_submission
+from ctvoco.cli.predict import merge_repeated
+from ctvoco.data.datamodules import RSNADataModule
+from ctvoco.errors import DataError, UserError
+from ctvoco.metrics import aggregate_predictions, rsna_score
+from ctvoco.schema import PREDICTION_COLUMNS, TARGET_CLASSES, TARGETS
+
+COLUMNS = list(PREDICTION_COLUMNS)
+
+
+@dataclass
+class Trained:
+    checkpoint: Path
+    other: Path
+    prevalence: list[float]
+    views: SliceStackViews
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cohort, tmp_path_factory) -> Trained:
+    """One tiny classifier trained for an epoch, and a second with shifted head biases."""
+    root = tmp_path_factory.mktemp("classifier")
+    views = SliceStackViews(num_slices=4, crop=48)
+    datamodule = RSNADataModule(
+        root=str(tiny_cohort.rsna_root),
+        cache_dir=str(root / "cache"),
+        purpose="classify",
+        preprocess={"shape": [16, 64, 64]},
+        num_workers=0,
+        batch_size=2,
+        fold=None,
+        views=SliceStackViews(num_slices=4, crop=48, random_crop=True),
+        val_views=views,
+    )
+    pl.seed_everything(0)
+    module = InjuryClassifier(backbone="test_efficientnet", hidden=8, lr=1e-3)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    checkpoint = root / "a.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    # A second checkpoint with other weights: the same file with shifted head biases.
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for target in TARGETS:
+        bias = raw["state_dict"][f"net.heads.{target}.bias"]
+        raw["state_dict"][f"net.heads.{target}.bias"] = bias + torch.linspace(-1.0, 1.5, len(bias))
+    other = root / "b.ckpt"
+    torch.save(raw, other)
+    return Trained(checkpoint, other, datamodule.class_prevalence(), views)
+
+
+@pytest.fixture
+def test_images(tiny_cohort, tmp_path) -> Path:
+    """A private copy of the cohort's ``test_images`` tree."""
+    return Path(shutil.copytree(tiny_cohort.rsna_root / "test_images", tmp_path / "test_images"))
+
+
+def _series_dirs(tree: Path, patient: str) -> list[Path]:
+    return sorted(p for p in (tree / patient).iterdir() if p.is_dir())
+
+
+def _two_series_patient(tree: Path) -> str:
+    for patient in sorted(p.name for p in tree.iterdir() if p.is_dir()):
+        if len(_series_dirs(tree, patient)) >= 2:
+            return patient
+    raise AssertionError("the tiny cohort should hold a test patient with two series")
+
+
+def _corrupt(series_dir: Path) -> None:
+    for dcm in series_dir.glob("*.dcm"):
+        dcm.write_bytes(b"this is not a DICOM file")
+
+
+def _check_submission(frame: pd.DataFrame, patients: list[int]) -> None:
+    assert list(frame.columns) == ["patient_id", *COLUMNS]
+    assert len(COLUMNS) == 13
+    assert sorted(frame["patient_id"].tolist()) == sorted(patients)
+    assert frame["patient_id"].is_unique
+    start = 0
+    for target in TARGETS:
+        k = len(TARGET_CLASSES[target])
+        sums = frame[COLUMNS[start : start + k]].sum(axis=1).to_numpy()
+        np.testing.assert_allclose(sums, 1.0, atol=1e-9)
+        start += k
+    values = frame[COLUMNS].to_numpy()
+    assert np.isfinite(values).all()
+    assert ((values >= 0) & (values <= 1)).all()
+
+
+def _normalised(row: np.ndarray) -> np.ndarray:
+    out, start = row.astype(float).copy(), 0
+    for target in TARGETS:
+        k = len(TARGET_CLASSES[target])
+        out[start : start + k] /= out[start : start + k].sum()
+        start += k
+    return out
+
+
+# --------------------------------------------------------------------------- the checkpoint
+def test_checkpoint_records_data_config_and_prevalence(trained):
+    model = load_classifier(trained.checkpoint, torch.device("cpu"))
+    assert model.hparams.data_config["preprocess"]["shape"] in ([16, 64, 64], (16, 64, 64))
+    assert model.hparams.data_config["views"]["num_slices"] == 4
+    assert model.hparams.data_config["views"]["crop"] == 48
+    assert model.hparams.data_config["views"]["random_crop"] is False
+    np.testing.assert_allclose(model.hparams.prevalence, trained.prevalence)
+    assert len(trained.prevalence) == 13
+    assert not model.training
+
+
+# --------------------------------------------------------------------------- submissions
+def test_submission_has_every_test_patient_once(trained, tiny_cohort, test_images, tmp_path):
+    output = tmp_path / "out" / "submission.csv"
+    result = predict_submission(
+        [trained.checkpoint], test_images, output, cache_dir=tmp_path / "cache", device="cpu"
+    )
+    patients = tiny_cohort.test_labels["patient_id"].tolist()
+    written = pd.read_csv(output)
+    _check_submission(written, patients)
+    _check_submission(result.submission, patients)
+    np.testing.assert_allclose(written[COLUMNS].to_numpy(), result.submission[COLUMNS].to_numpy())
+    n_series = sum(len(_series_dirs(test_images, str(p))) for p in patients)
+    series = pd.read_csv(output.with_name("series_predictions.csv"))
+    assert len(series) == len(result.series) == n_series
+    assert not output.with_name("failed_series.csv").exists()
+    assert result.failed_series == []
+    assert result.fallback_patients == []
+    # each patient's row is the column-wise max of its series, groups renormalised
+    per_patient = aggregate_predictions(result.series.drop(columns="series_id"), "max")
+    for _, row in per_patient.iterrows():
+        got = result.submission.set_index("patient_id").loc[int(row["patient_id"]), COLUMNS]
+        np.testing.assert_allclose(got.to_numpy(float), _normalised(row[COLUMNS].to_numpy()))
+    # a valid submission for the metric
+    assert np.isfinite(rsna_score(tiny_cohort.test_labels, written)["score"])
+
+
+def test_the_parent_of_test_images_is_accepted(trained, test_images, tmp_path):
+    a = predict_submission(
+        [trained.checkpoint], test_images.parent, tmp_path / "a.csv", device="cpu"
+    )
+    b = predict_submission(
+        [trained.checkpoint], test_images, tmp_path / "b" / "b.csv", device="cpu"
+    )
+    pd.testing.assert_frame_equal(a.submission, b.submission)
+
+
+def test_mean_aggregation(trained, test_images, tmp_path):
+    result = predict_submission(
+        [trained.checkpoint], test_images, tmp_path / "s.csv", aggregate="mean", device="cpu"
+    )
+    mean = result.series.drop(columns="series_id").groupby("patient_id")[COLUMNS].mean()
+    for pid, row in mean.iterrows():
+        got = result.submission.set_index("patient_id").loc[int(pid), COLUMNS]
+        np.testing.assert_allclose(got.to_numpy(float), _normalised(row.to_numpy()))
+
+
+def test_submission_follows_sample_submission_order(trained, test_images, tmp_path):
+    patients = sorted(int(p.name) for p in test_images.iterdir())
+    pd.DataFrame({"patient_id": patients[::-1], **dict.fromkeys(COLUMNS, 0.5)}).to_csv(
+        test_images.parent / "sample_submission.csv", index=False
+    )
+    result = predict_submission([trained.checkpoint], test_images, tmp_path / "s.csv", device="cpu")
+    assert result.submission["patient_id"].tolist() == patients[::-1]
+
+
+def test_two_checkpoints_are_averaged(trained, test_images, tmp_path):
+    runs = {}
+    for name, checkpoints in (
+        ("a", [trained.checkpoint]),
+        ("b", [trained.other]),
+        ("ab", [trained.checkpoint, trained.other]),
+    ):
+        result = predict_submission(
+            checkpoints,
+            test_images,
+            tmp_path / name / "submission.csv",
+            cache_dir=tmp_path / "cache",
+            device="cpu",
+        )
+        runs[name] = result.series.set_index(["patient_id", "series_id"]).sort_index()[COLUMNS]
+    assert not np.allclose(runs["a"].to_numpy(), runs["b"].to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(
+        runs["ab"].to_numpy(), (runs["a"].to_numpy() + runs["b"].to_numpy()) / 2, atol=1e-6
+    )
+
+
+def test_tta_off_differs_from_tta_on(trained, test_images, tmp_path):
+    cache = tmp_path / "cache"
+    on = predict_submission(
+        [trained.checkpoint], test_images, tmp_path / "on.csv", cache_dir=cache, device="cpu"
+    )
+    off = predict_submission(
+        [trained.checkpoint],
+        test_images,
+        tmp_path / "off.csv",
+        cache_dir=cache,
+        tta=False,
+        device="cpu",
+    )
+    assert not np.allclose(on.series[COLUMNS].to_numpy(), off.series[COLUMNS].to_numpy())
+
+
+# --------------------------------------------------------------------------- failures
+def test_unreadable_series_falls_back_to_the_other_series(trained, test_images, tmp_path, caplog):
+    patient = _two_series_patient(test_images)
+    broken, kept = _series_dirs(test_images, patient)[:2]
+    _corrupt(broken)
+    output = tmp_path / "submission.csv"
+    with caplog.at_level(logging.WARNING, logger="ctvoco"):
+        result = predict_submission(
+            [trained.checkpoint], test_images, output, cache_dir=tmp_path / "cache", device="cpu"
+        )
+    patients = [int(p.name) for p in test_images.iterdir()]
+    _check_submission(result.submission, patients)
+    assert result.fallback_patients == []
+    broken_key = f"{int(patient)}_{int(broken.name)}"
+    assert [r["key"] for r in result.failed_series] == [broken_key]
+    failed = pd.read_csv(output.with_name("failed_series.csv"))
+    assert failed["key"].astype(str).tolist() == [broken_key]
+    assert any(broken_key in r.getMessage() for r in caplog.records)
+    # the patient is predicted from the readable series alone
+    rows = result.series[result.series["patient_id"].astype(int) == int(patient)]
+    assert rows["series_id"].astype(int).tolist() == [int(kept.name)]
+    got = result.submission.set_index("patient_id").loc[int(patient), COLUMNS].to_numpy(float)
+    np.testing.assert_allclose(got, _normalised(rows[COLUMNS].to_numpy()[0]))
+
+
+def test_patient_without_readable_series_gets_the_training_prevalence(
+    trained, test_images, tmp_path, caplog
+):
+    patient = _two_series_patient(test_images)
+    for series in _series_dirs(test_images, patient):
+        _corrupt(series)
+    output = tmp_path / "submission.csv"
+    with caplog.at_level(logging.WARNING, logger="ctvoco"):
+        result = predict_submission([trained.checkpoint], test_images, output, device="cpu")
+    patients = [int(p.name) for p in test_images.iterdir()]
+    _check_submission(pd.read_csv(output), patients)
+    assert result.fallback_patients == [patient]
+    row = result.submission.set_index("patient_id").loc[int(patient), COLUMNS].to_numpy(float)
+    np.testing.assert_allclose(row, trained.prevalence, atol=1e-12)
+    assert any(
+        "no readable series" in r.getMessage() and patient in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
+    failed = pd.read_csv(output.with_name("failed_series.csv"))
+    assert len(failed) == len(_series_dirs(test_images, patient))
+    # the other patients are still predicted by the model
+    others = result.series["patient_id"].astype(int).unique().tolist()
+    assert int(patient) not in others
+    assert len(others) == len(patients) - 1
+
+
+def test_an_existing_cache_is_accepted_as_input(trained, test_images, tmp_path):
+    cache = tmp_path / "cache"
+    first = predict_submission(
+        [trained.checkpoint], test_images, tmp_path / "a.csv", cache_dir=cache, device="cpu"
+    )
+    shutil.rmtree(test_images)  # the cache alone is enough
+    second = predict_submission([trained.checkpoint], cache, tmp_path / "b.csv", device="cpu")
+    pd.testing.assert_frame_equal(first.submission, second.submission)
+    assert len(second.series) == len(first.series)
+
+
+def test_missing_checkpoint_raises_user_error(test_images, tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        predict_submission([tmp_path / "absent.ckpt"], test_images, tmp_path / "s.csv")
+    with pytest.raises(UserError, match="checkpoint"):
+        predict_submission([], test_images, tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_checkpoint_without_classifier_weights_raises_data_error(trained, tmp_path):
+    raw = torch.load(trained.checkpoint, map_location="cpu", weights_only=True)
+    raw["state_dict"] = {k: v for k, v in raw["state_dict"].items() if "heads" not in k}
+    path = tmp_path / "partial.ckpt"
+    torch.save(raw, path)
+    with pytest.raises(DataError, match="partial.ckpt"):
+        load_classifier(path, torch.device("cpu"))
+
+
+def test_missing_input_raises_user_error(trained, tmp_path):
+    with pytest.raises(UserError, match="no such directory"):
+        predict_submission([trained.checkpoint], tmp_path / "nowhere", tmp_path / "s.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="patient_id"):
+        discover_input(tmp_path / "empty")
+
+
+def test_discover_input_lists_series(test_images):
+    sources, patients = discover_input(test_images)
+    assert patients == sorted(patients, key=int)
+    assert {s.patient_id for s in sources} == set(patients)
+    for source in sources:
+        assert source.key == f"{source.patient_id}_{source.series_id}"
+        assert Path(source.path).parent.name == source.patient_id
+
+
+# --------------------------------------------------------------------------- CLI helper
+MERGE_CASES = [
+    (["checkpoint=a.ckpt", "input=x"], ["checkpoint=a.ckpt", "input=x"]),
+    (["input=x"], ["input=x"]),
+    ([], []),
+    (
+        ["checkpoint=a.ckpt", "input=x", "checkpoint=b.ckpt"],
+        ["input=x", "checkpoint=[a.ckpt,b.ckpt]"],
+    ),
+    (
+        ["checkpoint=a", "checkpoint=b", "checkpoint=c", "output=s.csv"],
+        ["output=s.csv", "checkpoint=[a,b,c]"],
+    ),
+    # only exact key= arguments are merged
+    (
+        ["checkpoint=a", "checkpoint_dir=d", "checkpoint=b"],
+        ["checkpoint_dir=d", "checkpoint=[a,b]"],
+    ),
+    # values keep their own '=' signs
+    (["checkpoint=a=1", "checkpoint=b"], ["checkpoint=[a=1,b]"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), MERGE_CASES)
+def test_merge_repeated(argv, expected):
+    assert merge_repeated(argv, "checkpoint") == expected
+
+
+def test_merge_repeated_other_key():
+    assert merge_repeated(["x=1", "y=2", "x=3"], "x") == ["y=2", "x=[1,3]"]
