@@ -7,6 +7,7 @@ real data module; predictions then run on copies of the cohort's ``test_images``
 from __future__ import annotations
 
 import logging
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +308,26 @@ def test_checkpoint_without_classifier_weights_raises_data_error(trained, tmp_pa
         load_classifier(path, torch.device("cpu"))
 
 
+def test_a_plain_state_dict_is_not_a_classifier_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(DataError, match="not an InjuryClassifier checkpoint"):
+        load_classifier(path, torch.device("cpu"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pickle.UnpicklingError,
+    reason="load_classifier catches only KeyError/RuntimeError/TypeError: a corrupt file "
+    "escapes as pickle.UnpicklingError (a traceback that suggests weights_only=False)",
+)
+def test_corrupt_checkpoint_raises_data_error(tmp_path):
+    path = tmp_path / "corrupt.ckpt"
+    path.write_bytes(b"garbage, not a checkpoint")
+    with pytest.raises(DataError, match="corrupt.ckpt"):
+        load_classifier(path, torch.device("cpu"))
+
+
 def test_missing_input_raises_user_error(trained, tmp_path):
     with pytest.raises(UserError, match="no such directory"):
         predict_submission([trained.checkpoint], tmp_path / "nowhere", tmp_path / "s.csv")
@@ -321,7 +342,8 @@ def test_discover_input_lists_series(test_images):
     assert {s.patient_id for s in sources} == set(patients)
     for source in sources:
         assert source.key == f"{source.patient_id}_{source.series_id}"
-        assert Path(source.path).parent.name == source.patient_id
+        assert Path(source.source).parent.name == source.patient_id
+        assert Path(source.source).name == source.series_id
 
 
 # --------------------------------------------------------------------------- CLI helper

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -179,7 +178,9 @@ def _run(
         for source in todo:
             yield process_series(source, config, root)
         return
-    context = multiprocessing.get_context("spawn")
+    # fork (like torch's DataLoader on Linux) starts workers without re-importing everything.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(
         max_workers=min(num_workers, len(todo)), mp_context=context, initializer=_init_worker
     ) as pool:
@@ -242,9 +243,7 @@ class _SeriesProgress:
         if self.enabled and not self.console.is_terminal:
             step = max(1, self.total // 10)
             if self.done % step == 0 or self.done == self.total:
-                print(
-                    f"preprocess: {self.done}/{self.total} series, {rate} series/s", file=sys.stderr
-                )
+                self.console.print(f"preprocess: {self.done}/{self.total} series, {rate} series/s")
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
