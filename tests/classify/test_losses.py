@@ -170,7 +170,7 @@ def test_rest_organs_excludes_extravasation():
 
 @pytest.mark.parametrize("task", ["bogus", "", "organs", "All", "any_injury"])
 def test_unknown_task_raises_user_error(task):
-    with pytest.raises(UserError, match="model.task"):
+    with pytest.raises(UserError, match=r"model\.task"):
         task_targets(task)
 
 

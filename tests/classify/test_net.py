@@ -74,10 +74,10 @@ def test_backward_reaches_every_parameter():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"sequence": "transformer"}, "model.sequence"),
-        ({"sequence": "LSTM"}, "model.sequence"),
-        ({"pooling": "min"}, "model.slice_pooling"),
-        ({"pooling": ""}, "model.slice_pooling"),
+        ({"sequence": "transformer"}, r"model\.sequence"),
+        ({"sequence": "LSTM"}, r"model\.sequence"),
+        ({"pooling": "min"}, r"model\.slice_pooling"),
+        ({"pooling": ""}, r"model\.slice_pooling"),
     ],
 )
 def test_invalid_options_raise_user_error(kwargs, match):

@@ -178,9 +178,7 @@ def _run(
         for source in todo:
             yield process_series(source, config, root)
         return
-    # fork (like torch's DataLoader on Linux) starts workers without re-importing everything.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    context = _worker_context()
     with ProcessPoolExecutor(
         max_workers=min(num_workers, len(todo)), mp_context=context, initializer=_init_worker
     ) as pool:
@@ -198,6 +196,19 @@ def _run(
                 nxt = next(queue, None)
                 if nxt is not None:
                     pending.add(pool.submit(process_series, nxt, config, root))
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process where available, spawned elsewhere.
+
+    Plain fork is not safe here: the parent may hold OpenCV or torch thread pools, and a
+    forked child can deadlock on their locks.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["ctvoco.cache.builder"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _init_worker() -> None:

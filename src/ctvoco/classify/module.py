@@ -214,7 +214,7 @@ class InjuryClassifier(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, foreach=True
         )
         try:
             total = int(self.trainer.estimated_stepping_batches)
@@ -322,10 +322,15 @@ def freeze_backbone_stages(backbone: torch.nn.Module, stages: int) -> int:
         raise UserError(f"{type(backbone).__name__} has no feature_info; cannot freeze stages")
     stages = min(stages, len(modules))
     boundary = modules[stages - 1]
-    names = [n for n, _ in backbone.named_parameters()]
-    inside = [i for i, n in enumerate(names) if n.startswith(boundary + ".") or n == boundary]
+    named = list(backbone.named_modules())
+    inside = [i for i, (n, _) in enumerate(named) if n == boundary or n.startswith(boundary + ".")]
     cut = (inside[-1] + 1) if inside else 0
-    for name, param in list(backbone.named_parameters())[:cut]:
-        param.requires_grad_(False)
+    frozen = 0
+    # Everything registered up to the end of the boundary stage: the stem and earlier stages
+    # (timm registers modules in forward order).
+    for name, module in named[:cut]:
+        for param in module.parameters(recurse=False):
+            param.requires_grad_(False)
+            frozen += 1
         log.debug("frozen %s", name)
-    return cut
+    return frozen

@@ -55,9 +55,9 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device) -> Injur
         model = InjuryClassifier.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, init="random", weights_dir=None
         )
-    except (KeyError, RuntimeError, TypeError) as exc:
+    except Exception as exc:  # unpickling refused, corrupt file, another module's checkpoint
         raise DataError(
-            f"{path}: not an InjuryClassifier checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: not an InjuryClassifier checkpoint, or unreadable ({type(exc).__name__}: {exc})"
         ) from exc
     if not model.hparams.get("data_config"):
         raise DataError(f"{path}: the checkpoint does not record its preprocessing (data_config)")

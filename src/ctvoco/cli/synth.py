@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> None:
         n_flare=int(cfg.n_flare),
         seed=int(cfg.seed),
         shape=tuple(cfg.shape),
-        spacing=tuple(cfg.spacing),
+        spacing=tuple(cfg.spacing) if cfg.spacing is not None else None,
+        fov_mm=tuple(cfg.fov_mm),
         second_series_fraction=float(cfg.second_series_fraction),
     )
     print(f"RSNA layout:  {cohort.rsna_root}   (data=rsna data.root={cohort.rsna_root})")

@@ -42,6 +42,15 @@ PURPOSES = ("classify", "pretrain")
 ITEM_COLUMNS = ["key", "cache", "patient_id", "series_id"]
 
 
+def single_threaded_worker(worker_id: int) -> None:
+    """DataLoader workers run one OpenCV and one torch thread (parallelism is the workers)."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 class VolumeDataModule(pl.LightningDataModule):
     """Loaders over item tables; subclasses say which series are train and validation.
 
@@ -145,6 +154,7 @@ class VolumeDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
             drop_last=self.drop_last and shuffle,
+            worker_init_fn=single_threaded_worker if self.num_workers > 0 else None,
         )
 
     def _world(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ What the reader guarantees (ALGORITHMS.md §1.1):
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ GAP_FACTOR = 1.5
 """A step between slices larger than this many times the median spacing is a gap."""
 
 DUPLICATE_MM = 1e-3
+
+_USABLE_SYNTAXES: set[str] = set()
+"""Compressed transfer syntaxes whose decoder was found available (checked once)."""
 
 
 @dataclass
@@ -134,9 +138,13 @@ def _orientation(folder: Path, slices: list[_Slice]) -> tuple[np.ndarray, ...]:
     else:
         values = np.asarray([float(v) for v in iop])
         row_cos, col_cos = values[:3], values[3:]
+        reference = [float(v) for v in iop]
         for s in slices[1:]:
             other = s.ds.get("ImageOrientationPatient")
-            if other is not None and not np.allclose([float(v) for v in other], values, atol=1e-3):
+            if other is None:
+                continue
+            other = [float(v) for v in other]
+            if other != reference and not np.allclose(other, values, atol=1e-3):
                 raise DataError(f"{s.path}: ImageOrientationPatient differs from {slices[0].path}")
     normal = np.cross(row_cos, col_cos)
     if abs(normal[2]) < MAX_TILT_COS:
@@ -265,12 +273,15 @@ def sign_extend(
     return (as_signed << shift) >> shift
 
 
+@functools.lru_cache(maxsize=32)
 def _available_plugins(syntax: pydicom.uid.UID) -> tuple[str, ...]:
     decoder = pydicom.pixels.get_decoder(syntax)
     return tuple(decoder.available_plugins)
 
 
 def _require_decoder(path: Path, syntax: pydicom.uid.UID) -> None:
+    if syntax in _USABLE_SYNTAXES:
+        return
     try:
         decoder = pydicom.pixels.get_decoder(syntax)
     except NotImplementedError as exc:
@@ -283,6 +294,7 @@ def _require_decoder(path: Path, syntax: pydicom.uid.UID) -> None:
             f"{path}: pixel data is {syntax.name} ({syntax}) and no decoder plugin for it is "
             f"installed ({missing}); install one, e.g. pip install 'ctvoco[jpeg]'"
         )
+    _USABLE_SYNTAXES.add(syntax)
 
 
 def _drop_duplicates(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-MASK_MAX_SIDE = 128
+MASK_MAX_SIDE = 64
 """The body mask is computed on a strided view whose larger in-plane side is at most this."""
 
 
@@ -64,7 +64,8 @@ def body_box(
         foreground: ``(D, h, w)`` boolean mask (windowed intensity above the body
             threshold), possibly a strided view of the full ``(D, H, W)`` volume.
         stride: In-plane stride of ``foreground`` relative to the full volume.
-        margin: Margin added on each in-plane side, full-resolution voxels.
+        margin: Margin added on each in-plane side, full-resolution voxels; at least
+            ``stride - 1`` is added so the strided mask cannot cut the body's edge.
         min_area_fraction: Slices whose body covers less than this fraction of the slice
             are empty; leading and trailing empty slices are dropped.
 
@@ -89,6 +90,7 @@ def body_box(
         cols |= body.any(axis=0)
     if not occupied.any():
         raise ValueError("no body found: every slice is empty after thresholding")
+    margin = max(margin, stride - 1)
     z_idx = np.flatnonzero(occupied)
     r_idx, c_idx = np.flatnonzero(rows), np.flatnonzero(cols)
     return CropBox(

@@ -57,10 +57,13 @@ def cross_validation_report(oof_files: Sequence[Path], labels: pd.DataFrame) -> 
     table = pd.DataFrame(rows)
     numeric = table.drop(columns="run")
     pooled = pd.concat(frames, ignore_index=True)
-    repeated = pooled.duplicated(["patient_id", "series_id"], keep=False)
-    if repeated.any():
+    owners = pd.concat(
+        [f[["patient_id"]].drop_duplicates().assign(fold=i) for i, f in enumerate(frames)]
+    )
+    shared = owners["patient_id"].duplicated(keep=False)
+    if shared.any():
         raise UserError(
-            f"{pooled.loc[repeated, 'patient_id'].nunique()} patients appear in several folds' "
+            f"{owners.loc[shared, 'patient_id'].nunique()} patients appear in several folds' "
             "oof.csv; were the runs made with different fold assignments?"
         )
     summary = pd.DataFrame(

@@ -32,9 +32,10 @@ from ctvoco.cache.volume_cache import write_text_atomic
 from ctvoco.errors import UserError
 from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from ctvoco.io.nifti import write_nifti
-from ctvoco.schema import LABEL_COLUMNS
+from ctvoco.schema import LABEL_COLUMNS, TARGETS
 from ctvoco.synth.phantom import (
     DEFAULT_PREVALENCE,
+    INJURY_CODES,
     InjuryLabels,
     draw_anatomy,
     draw_injury_labels,
@@ -56,7 +57,9 @@ class CohortSpec:
         n_flare: Unlabelled FLARE-layout volumes.
         seed: Master seed.
         shape: Volume shape ``(D, H, W)`` of each series.
-        spacing: Voxel size ``(z, y, x)`` in mm.
+        spacing: Voxel size ``(z, y, x)`` in mm (default: ``fov_mm / shape``).
+        fov_mm: Field of view ``(z, y, x)`` in mm used when ``spacing`` is not given; the
+            default covers the phantom from above the liver dome to the bladder.
         second_series_fraction: Share of patients with a second series (other z range).
         prevalence: Class probabilities per target (default: the phantom's defaults).
     """
@@ -66,15 +69,24 @@ class CohortSpec:
     n_flare: int = 8
     seed: int = 0
     shape: tuple[int, int, int] = (64, 160, 160)
-    spacing: tuple[float, float, float] = (5.0, 2.2, 2.2)
+    spacing: tuple[float, float, float] | None = None
+    fov_mm: tuple[float, float, float] = (400.0, 352.0, 352.0)
     second_series_fraction: float = 0.25
     prevalence: Mapping[str, Sequence[float]] | None = None
+
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float]:
+        """``spacing``, or the field of view divided by the shape."""
+        if self.spacing is not None:
+            return tuple(float(s) for s in self.spacing)  # type: ignore[return-value]
+        return tuple(round(f / n, 4) for f, n in zip(self.fov_mm, self.shape, strict=True))  # type: ignore[return-value]
 
     def as_json(self) -> dict[str, Any]:
         """Plain values (stored in ``cohort.json``)."""
         values = asdict(self)
         values["shape"] = list(self.shape)
-        values["spacing"] = list(self.spacing)
+        values["spacing"] = list(self.voxel_spacing)
+        values["fov_mm"] = list(self.fov_mm)
         values["prevalence"] = (
             {k: list(v) for k, v in self.prevalence.items()} if self.prevalence else None
         )
@@ -151,9 +163,10 @@ def make_synthetic_cohort(
         for i, patient_id in enumerate(patient_ids):
             split = "train" if i < cohort_spec.n_patients else "test"
             labels = draw_injury_labels(rng, prevalence)
-            series_rows += _write_patient(
+            written, labels = _write_patient(
                 root / "rsna", split, int(patient_id), labels, cohort_spec, rng
             )
+            series_rows += written
             rows.append({"patient_id": int(patient_id), "split": split, **labels.to_row()})
             bar.advance(task)
         flare_cases = []
@@ -185,16 +198,27 @@ def _write_patient(
     labels: InjuryLabels,
     spec: CohortSpec,
     rng: np.random.Generator,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], InjuryLabels]:
+    """Write the patient's series; return their rows and the labels of what is visible.
+
+    An injury whose lesion falls outside the field of view of every series is not in the
+    images, so its label is set back to healthy (labels always describe the images).
+    """
     anatomy = draw_anatomy(rng)
+    visible: set[int] = set()
     n_series = 2 if rng.random() < spec.second_series_fraction else 1
     study_uid = new_uid(f"study/{spec.seed}/{patient_id}")
     rows = []
     for s in range(n_series):
         series_id = int(rng.integers(1000, 65535))
-        z_offset = 0.0 if s == 0 else float(rng.uniform(-3.0, 3.0) * spec.spacing[0])
+        z_offset = 0.0 if s == 0 else float(rng.uniform(-3.0, 3.0) * spec.voxel_spacing[0])
         phantom = render_volume(
-            anatomy, labels, shape=spec.shape, spacing=spec.spacing, rng=rng, z_offset_mm=z_offset
+            anatomy,
+            labels,
+            shape=spec.shape,
+            spacing=spec.voxel_spacing,
+            rng=rng,
+            z_offset_mm=z_offset,
         )
         folder = rsna_root / f"{split}_images" / str(patient_id) / str(series_id)
         tags = SeriesTags(
@@ -206,15 +230,16 @@ def _write_patient(
         write_dicom_series(
             phantom.hu,
             folder,
-            spec.spacing,
+            spec.voxel_spacing,
             tags,
             origin=(
-                -spec.shape[2] * spec.spacing[2] / 2,
-                -spec.shape[1] * spec.spacing[1] / 2,
+                -spec.shape[2] * spec.voxel_spacing[2] / 2,
+                -spec.shape[1] * spec.voxel_spacing[1] / 2,
                 -z_offset,
             ),
             shuffle_names=rng,
         )
+        visible.update(int(c) for c in np.unique(phantom.injuries) if c)
         aortic = phantom.hu[phantom.organs == 3]
         rows.append(
             {
@@ -225,7 +250,11 @@ def _write_patient(
                 "incomplete_organ": 0,
             }
         )
-    return rows
+    classes = [
+        c if INJURY_CODES[t] in visible else 0
+        for t, c in zip(TARGETS, labels.as_classes(), strict=True)
+    ]
+    return rows, InjuryLabels(*classes)
 
 
 def _write_flare_case(
@@ -238,8 +267,8 @@ def _write_flare_case(
     anatomy = draw_anatomy(rng)
     labels = draw_injury_labels(rng, prevalence)
     z_jit, xy_jit = FLARE_SPACING_JITTER
-    in_plane = spec.spacing[1] * float(rng.uniform(1 - xy_jit, 1 + xy_jit))
-    spacing = (spec.spacing[0] * float(rng.uniform(1 - z_jit, 1 + z_jit)), in_plane, in_plane)
+    in_plane = spec.voxel_spacing[1] * float(rng.uniform(1 - xy_jit, 1 + xy_jit))
+    spacing = (spec.voxel_spacing[0] * float(rng.uniform(1 - z_jit, 1 + z_jit)), in_plane, in_plane)
     phantom = render_volume(anatomy, labels, shape=spec.shape, spacing=spacing, rng=rng)
     case = f"FLARE23_{index:04d}"
     write_nifti(

@@ -67,14 +67,17 @@ def update_momentum(student: nn.Module, teacher: nn.Module, m: float) -> None:
         "parameters", dict(student.named_parameters()), dict(teacher.named_parameters())
     )
     buffers = _paired("buffers", dict(student.named_buffers()), dict(teacher.named_buffers()))
-    for _, s, t in params:
-        t.lerp_(s.to(device=t.device, dtype=t.dtype), 1.0 - m)
+    floats = [(s, t) for _, s, t in params] + [
+        (s, t) for _, s, t in buffers if t.is_floating_point()
+    ]
+    targets = [t for _, t in floats]
+    sources = [s.to(device=t.device, dtype=t.dtype) for s, t in floats]
+    if targets:
+        # One fused multi-tensor update instead of a Python loop over every tensor.
+        torch._foreach_lerp_(targets, sources, 1.0 - m)
     for _, s, t in buffers:
-        source = s.to(device=t.device, dtype=t.dtype)
-        if t.is_floating_point():
-            t.lerp_(source, 1.0 - m)
-        else:
-            t.copy_(source)
+        if not t.is_floating_point():
+            t.copy_(s.to(device=t.device, dtype=t.dtype))
 
 
 def cosine_momentum(step: int, max_steps: int, base: float = 0.99, final: float = 1.0) -> float:

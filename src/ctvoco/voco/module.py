@@ -321,6 +321,7 @@ class VoCoPretrainer(pl.LightningModule):
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
             amsgrad=self.hparams.amsgrad,
+            foreach=True,
         )
         total = self._total_steps()
         warmup = int(self.hparams.warmup_steps)

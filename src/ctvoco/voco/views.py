@@ -88,13 +88,11 @@ class VoCoViews:
         hi = np.minimum(lo + 1, z1 - 1)
         weight = (src - lo).astype(np.float32)
         needed, position = np.unique(np.concatenate([lo, hi]), return_inverse=True)
-        block = np.asarray(vol[needed, y0:y1, x0:x1], dtype=np.float32)  # (n, h, w)
-        low = block[position[: len(lo)]]
-        high = block[position[len(lo) :]]
-        blended = (
-            low + (high - low) * weight[:, None, None]
-        )  # (S, h, w): blend, then resize S planes
-        slices = resize_planes(blended, self.canvas_size)
+        block = np.ascontiguousarray(vol[needed, y0:y1, x0:x1])  # (n, h, w) uint8
+        planes = resize_planes(block, self.canvas_size).astype(np.float32)  # resize, then blend
+        low = planes[position[: len(lo)]]
+        high = planes[position[len(lo) :]]
+        slices = low + (high - low) * weight[:, None, None]
         return np.clip(np.rint(slices), 0, 255).astype(np.uint8)
 
     def __call__(self, volume: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
@@ -134,13 +132,13 @@ class VoCoViews:
 
 
 def resize_planes(planes: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``(n, h, w)`` float32 planes to ``(n, size, size)`` with OpenCV.
+    """Resize ``(n, h, w)`` planes to ``(n, size, size)`` with OpenCV (same dtype).
 
     Area averaging when shrinking, bilinear when enlarging.
     """
     n, h, w = planes.shape
     interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
-    out = np.empty((n, size, size), dtype=np.float32)
+    out = np.empty((n, size, size), dtype=planes.dtype)
     for i in range(n):
         out[i] = cv2.resize(planes[i], (size, size), interpolation=interpolation)
     return out
