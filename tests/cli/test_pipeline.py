@@ -141,7 +141,7 @@ def test_synth_preprocess_pretrain_finetune_predict(tmp_path: Path) -> None:
     table = pd.read_csv(fold_dir / "cv_report.csv")
     assert list(table["run"].iloc[-3:]) == ["mean", "std", "pooled"]
 
-    checkpoint = next((fold_dir / "0" / "checkpoints").glob("epoch*.ckpt"))
+    checkpoint = next((fold_dir / "0" / "checkpoints").glob("best-*.ckpt"))
     submission = tmp_path / "submission.csv"
     run(
         "ctvoco-predict",

@@ -188,7 +188,15 @@ def test_crop_box_helpers():
 
 @pytest.mark.parametrize(
     ("height", "width", "expected"),
-    [(48, 56, 1), (64, 64, 1), (65, 10, 2), (128, 128, 2), (10, 256, 4), (512, 512, 8), (600, 100, 10)],
+    [
+        (48, 56, 1),
+        (64, 64, 1),
+        (65, 10, 2),
+        (128, 128, 2),
+        (10, 256, 4),
+        (512, 512, 8),
+        (600, 100, 10),
+    ],
 )
 def test_mask_stride(height, width, expected):
     stride = mask_stride(height, width)

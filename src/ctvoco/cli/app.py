@@ -6,8 +6,8 @@ Each command is a Hydra app whose configs ship inside the package (``pkg://ctvoc
 - resolves its run directory (``paths.output_dir``) and writes the resolved config there;
 - seeds Python, NumPy and torch from the top-level ``seed``;
 - reports a *user mistake* (bad override, unknown config option, missing data, a
-  :class:`~ctvoco.errors.UserError` raised anywhere) as one sentence on stderr and exits
-  with status 2, without a traceback;
+  :class:`~ctvoco.errors.UserError` raised anywhere, a trainer option Lightning rejects) as
+  one sentence on stderr and exits with status 2, without a traceback;
 - lets a *bug* surface with its full traceback (exit status 1).
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -48,7 +49,9 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[[], Any]]:
     """
 
     def decorator(task: Task) -> Callable[[], Any]:
-        state = {"in_task": False}
+        state = {
+            "in_task": False
+        }  # True once the task started: later errors are not composition errors
 
         @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
         def hydra_main(cfg: DictConfig) -> Any:
@@ -56,18 +59,16 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[[], Any]]:
             try:
                 prepare_run(cfg)
                 return task(cfg)
-            except UserError as exc:
+            except (UserError, MisconfigurationException) as exc:
                 # Exit here: past this point Hydra would add its own "Error executing job" line.
                 _exit_user_error(_prog(config_name), str(exc))
             except MissingMandatoryValue as exc:
                 _exit_user_error(_prog(config_name), _missing_value_sentence(exc))
             except InstantiationException as exc:
-                user_error = _find_cause(exc, UserError)
+                user_error = _find_cause(exc, (UserError, MisconfigurationException))
                 if user_error is not None:
                     _exit_user_error(_prog(config_name), str(user_error))
                 raise
-            finally:
-                state["in_task"] = False
 
         @functools.wraps(task)
         def main() -> Any:
@@ -161,7 +162,9 @@ def _missing_value_sentence(exc: MissingMandatoryValue) -> str:
     return f"{key} is required but not set; pass {key}=... on the command line"
 
 
-def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def _find_cause(
+    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -25,6 +25,7 @@ from ctvoco.cli.training import (
 )
 from ctvoco.reports.evaluation import write_evaluation
 from ctvoco.training.history import MetricsHistory
+from ctvoco.training.resume import RNGState
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
     module = build(cfg.model, "module")  # first: a bad backbone name fails before any data work
     datamodule = build_datamodule(cfg, "classify", views, without_augmentation(views))
     history = MetricsHistory(output_dir, plot_groups=("loss", "score"))
-    trainer = build_trainer(cfg, extra_callbacks=[history])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    trainer = build_trainer(cfg, extra_callbacks=[history, RNGState()])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     if datamodule.val_set is None or len(datamodule.val_set) == 0:
         log.info("no validation fold (data.fold=null): nothing to evaluate")
         return {}

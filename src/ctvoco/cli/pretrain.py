@@ -23,6 +23,7 @@ from ctvoco.cli.training import (
     without_augmentation,
 )
 from ctvoco.training.history import MetricsHistory
+from ctvoco.training.resume import RNGState
 from ctvoco.voco.export import BackboneExport
 
 
@@ -35,12 +36,12 @@ def main(cfg: DictConfig) -> dict[str, float | None]:
     module = build(cfg.model, "module")  # first: a bad backbone name fails before any data work
     datamodule = build_datamodule(cfg, "pretrain", views, without_augmentation(views))
     history = MetricsHistory(output_dir, plot_groups=("loss", "intra", "position_mae"))
-    callbacks = [history]
+    callbacks = [history, RNGState()]
     export = BackboneExport(output_dir / "export") if cfg.get("export_backbone", True) else None
     if export is not None:
         callbacks.append(export)
     trainer = build_trainer(cfg, extra_callbacks=callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     result = {
         "position_mae": metric(trainer, "val/position_mae"),
         "position_mae_trivial": metric(trainer, "val/position_mae_trivial"),

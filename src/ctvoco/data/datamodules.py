@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from ctvoco.cache.builder import BuildSummary, SeriesSource, build_cache
@@ -45,7 +46,6 @@ ITEM_COLUMNS = ["key", "cache", "patient_id", "series_id"]
 def single_threaded_worker(worker_id: int) -> None:
     """DataLoader workers run one OpenCV and one torch thread (parallelism is the workers)."""
     import cv2
-    import torch
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -145,6 +145,9 @@ class VolumeDataModule(pl.LightningDataModule):
             rank=rank,
             drop_last=self.drop_last and shuffle,
         )
+        if shuffle:
+            epoch, done = self._resume_point()
+            sampler.resume(epoch, done * batch_size)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -155,6 +158,17 @@ class VolumeDataModule(pl.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             drop_last=self.drop_last and shuffle,
             worker_init_fn=single_threaded_worker if self.num_workers > 0 else None,
+            # The loader's own generator: creating iterators never touches the global RNG.
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _resume_point(self) -> tuple[int, int]:
+        """``(epoch, training batches already done in it)`` when resuming mid-epoch."""
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            return 0, 0
+        return int(self.trainer.current_epoch), int(
+            loop.epoch_loop.batch_progress.current.processed
         )
 
     def _world(self) -> tuple[int, int]:

@@ -6,6 +6,10 @@ the epoch and the index. So a sample's views do not depend on the number of Data
 workers or on which worker loads it, differ between training epochs (evaluation samples stay fixed), and are
 reproduced exactly when a run resumes at the same epoch.
 
+A run resumed from a mid-epoch checkpoint continues with the samples that were not yet
+seen in that epoch (:meth:`SeededSampler.resume`), so an interrupted and resumed run sees
+the same data in the same order as an uninterrupted one.
+
 Under DDP the sampler shards the (shuffled) order across ranks itself, like
 ``torch.utils.data.DistributedSampler``: when the dataset size is not a multiple of the
 world size, the first indices of the order are repeated to pad every rank to the same
@@ -61,6 +65,12 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.rank = rank
         self.drop_last = drop_last
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, skip: int) -> None:
+        """Skip the first ``skip`` samples of this rank in ``epoch`` (once), to continue a run
+        that stopped mid-epoch exactly where it was; ``len`` stays the full epoch length."""
+        self._resume = (epoch, skip) if skip > 0 else None
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
@@ -86,5 +96,9 @@ class SeededSampler(Sampler[tuple[int, int]]):
         order = order[:total]
         # Evaluation (no shuffling) sees the same views every epoch, so its metrics compare.
         epoch = self.epoch if self.shuffle else 0
-        for index in order[self.rank : total : self.num_replicas]:
+        mine = order[self.rank : total : self.num_replicas]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            mine = mine[self._resume[1] :]
+            self._resume = None
+        for index in mine:
             yield int(index), sample_seed(self.seed, epoch, int(index))
