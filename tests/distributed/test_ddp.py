@@ -379,6 +379,7 @@ RANK_LOGS = (
 )
 """Each process logs to ``<its run directory>/<its Hydra job name>.log``; Lightning names
 the re-launched rank 1 job ``train_ddp_process_1``."""
+# The tiny overrides of tests/cli/test_pipeline.py, one epoch.
 TINY_PRETRAIN = [
     "data=rsna",
     "data.exclude_folds=[0]",

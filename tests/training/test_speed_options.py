@@ -122,7 +122,7 @@ def test_compile_wraps_the_encoder_and_keeps_state_dict_keys(kind: str, tmp_path
         assert not any(view is m for m in compiled.modules()), (
             "not registered: no duplicate weights"
         )
-    # A compiled module's weights load strictly into an eager one (and back).
+    # A compiled module's weights load strictly into an eager one.
     path = tmp_path / "compiled.pt"
     torch.save(compiled.state_dict(), path)
     make(kind, dropout=0.0).load_state_dict(torch.load(path, weights_only=True), strict=True)
@@ -277,7 +277,7 @@ def test_worker_options_reach_the_dataloader(
     assert loader.prefetch_factor == 2
     assert loader.worker_init_fn is not None
 
-    epochs = [[b for b in loader] for _ in range(2)]
+    epochs = [list(loader) for _ in range(2)]
     for epoch in epochs:
         keys = [k for b in epoch for k in b["key"]]
         assert sorted(keys) == sorted(dm.train_set.items["key"])

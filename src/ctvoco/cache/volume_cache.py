@@ -51,7 +51,7 @@ _TMP_MARK = ".tmp-"
 
 def check_key(key: str) -> str:
     """Validate a cache key: letters, digits, ``_ . -``; never a path."""
-    if not KEY_PATTERN.match(key) or ".." in key:
+    if not KEY_PATTERN.fullmatch(key) or ".." in key:
         raise DataError(f"invalid cache key {key!r}: only letters, digits, '_', '.', '-' allowed")
     return key
 
@@ -108,7 +108,13 @@ class VolumeCache:
         wanted = config.fingerprint()
         existing = self.variant()
         if existing is None:
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create the cache directory {self.root} ({exc.strerror or exc}); set "
+                    "data.cache_dir= to a writable directory"
+                ) from exc
             write_text_atomic(self.variant_path, json.dumps(wanted, indent=2, sort_keys=True))
             return
         if existing != wanted:

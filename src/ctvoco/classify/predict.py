@@ -28,6 +28,7 @@ from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.classify.module import InjuryClassifier
 from ctvoco.classify.views import SliceStackViews
 from ctvoco.data.dataset import CachedVolumeDataset
+from ctvoco.data.rsna import is_id
 from ctvoco.errors import DataError, UserError
 from ctvoco.metrics.rsna import aggregate_predictions
 from ctvoco.preprocessing.pipeline import ALGORITHM_VERSION, PreprocessConfig
@@ -73,12 +74,12 @@ def discover_input(input_dir: Path) -> tuple[list[SeriesSource], list[str]]:
     for patient_dir in sorted(
         p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
-        if not patient_dir.name.isdigit():
+        if not is_id(patient_dir.name):
             log.warning("%s: not an integer patient id, skipped", patient_dir)
             continue
         patients.append(patient_dir.name)
         for series_dir in sorted(p for p in patient_dir.iterdir() if p.is_dir()):
-            if series_dir.name.isdigit():
+            if is_id(series_dir.name):
                 pid, sid = patient_dir.name, series_dir.name
                 sources.append(
                     SeriesSource(

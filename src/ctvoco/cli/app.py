@@ -83,6 +83,16 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[[], Any]]:
                 if state["in_task"]:
                     raise
                 _exit_user_error(prog, config_error_sentence(exc))
+            except OSError as exc:
+                if state["in_task"]:
+                    raise
+                # Hydra creates the run directory before the task starts.
+                where = getattr(exc, "filename", None) or "the run directory"
+                _exit_user_error(
+                    prog,
+                    f"cannot create {where} ({exc.strerror or exc}); set paths.output_dir= to a "
+                    "writable directory",
+                )
 
         main.hydra_main = hydra_main  # type: ignore[attr-defined]
         return main
@@ -100,6 +110,9 @@ def prepare_run(cfg: DictConfig) -> Path:
     Returns:
         The run directory.
     """
+    from ctvoco.cli.components import check_targets
+
+    check_targets(cfg)  # every _target_ of the run, before any work
     output_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     ensure_writable_dir(output_dir, "paths.output_dir")
     with open_dict(cfg):

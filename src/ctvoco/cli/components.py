@@ -44,7 +44,7 @@ def check_targets(cfg: Any, where: str = "") -> None:
         cfg = OmegaConf.to_container(cfg, resolve=False)
     if isinstance(cfg, Mapping):
         target = cfg.get("_target_")
-        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+        if target is not None and not _allowed_target(str(target)):
             raise UserError(
                 f"{where or 'config'}._target_={target!r} is not allowed; configs may only "
                 f"instantiate classes from {', '.join(p.rstrip('.') for p in ALLOWED_TARGET_PREFIXES)}"
@@ -54,6 +54,24 @@ def check_targets(cfg: Any, where: str = "") -> None:
     elif isinstance(cfg, list | tuple):
         for i, value in enumerate(cfg):
             check_targets(value, f"{where}[{i}]")
+
+
+def _allowed_target(target: str) -> bool:
+    """The dotted name and the object it resolves to both live in an allowed package.
+
+    Checking the name alone is not enough: ``ctvoco.cli.app.os.system`` starts with
+    ``ctvoco.`` but resolves to ``os.system`` through a module attribute.
+    """
+    if not target.startswith(ALLOWED_TARGET_PREFIXES):
+        return False
+    from hydra._internal.utils import _locate
+
+    try:
+        obj = _locate(target)
+    except ImportError:
+        return False
+    module = getattr(obj, "__module__", None) or ""
+    return isinstance(obj, type) and f"{module}.".startswith(ALLOWED_TARGET_PREFIXES)
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:

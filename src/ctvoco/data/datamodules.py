@@ -51,6 +51,20 @@ def single_threaded_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning recognises as resumable mid-epoch.
+
+    The position in the epoch is not stored here: on resume the data module reads it from the
+    restored training progress and the :class:`SeededSampler` skips what was already seen.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None
+
+
 class VolumeDataModule(pl.LightningDataModule):
     """Loaders over item tables; subclasses say which series are train and validation.
 
@@ -148,7 +162,7 @@ class VolumeDataModule(pl.LightningDataModule):
         if shuffle:
             epoch, done = self._resume_point()
             sampler.resume(epoch, done * batch_size)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

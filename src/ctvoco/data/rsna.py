@@ -37,8 +37,6 @@ def is_id(text: str) -> bool:
 def parse_id(value: object, what: str, where: str) -> int:
     """An id as a non-negative integer, or a :class:`DataError` naming where it came from."""
     text = str(value).strip()
-    if text.endswith(".0"):  # integers that went through a float column
-        text = text[:-2]
     if not is_id(text):
         raise DataError(f"{where}: {what} must be a non-negative integer; got {value!r}")
     return int(text)
@@ -151,7 +149,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
-        frame = pd.read_csv(path, skip_blank_lines=False)
+        frame = pd.read_csv(
+            path, skip_blank_lines=False, dtype={"patient_id": str, "series_id": str}
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
     return frame.dropna(how="all")

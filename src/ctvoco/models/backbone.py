@@ -15,7 +15,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ctvoco.errors import UserError
+from ctvoco.errors import DataError, UserError
 
 POOLINGS = ("avg", "flatten")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -94,9 +94,14 @@ def create_backbone(
             f"the model's file from the Hugging Face hub), or set {WEIGHTS_ENV}=DIR, or use "
             "init=random"
         )
-    return timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
-    )
+    try:
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+        )
+    except Exception as exc:  # unreadable, refused by weights-only loading, or another model's
+        raise DataError(
+            f"{path}: cannot load ImageNet weights for {name} ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 class SliceEncoder(nn.Module):
