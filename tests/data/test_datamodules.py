@@ -199,7 +199,7 @@ def test_classify_labels_match_train_csv(tiny_cohort, classify_fold0) -> None:
 
 def test_train_batch_with_the_whole_volume_view(classify_fold0) -> None:
     batch = next(iter(classify_fold0.train_dataloader()))
-    assert set(batch) == {"volume", "key", "patient_id", "series_id", "labels"}
+    assert set(batch) == {"volume", "key", "index", "patient_id", "series_id", "labels"}
     assert batch["volume"].shape == (2, *TINY_SHAPE)
     assert batch["volume"].dtype == torch.uint8
     assert batch["labels"].shape == (2, 5)
@@ -394,7 +394,7 @@ def test_flare_without_validation(tiny_cohort, flare_cache) -> None:
     assert len(dm.val_set) == 0
     assert patients(dm.train_set) == set(tiny_cohort.flare_cases)
     sample = dm.train_set[0]
-    assert set(sample) == {"volume", "key", "patient_id", "series_id"}
+    assert set(sample) == {"volume", "key", "index", "patient_id", "series_id"}
     assert sample["series_id"] == ""
 
 

@@ -519,7 +519,7 @@ class ScriptRun:
 
 @pytest.fixture(scope="module")
 def ddp_sim_finetune(cli_cohort, tmp_path_factory) -> ScriptRun:
-    """``ctvoco-finetune trainer=ddp_sim``: ddp_spawn, 2 CPU processes, gloo."""
+    """``ctvoco-finetune trainer=ddp_sim``: 2 CPU processes, gloo, the program re-launched."""
     cwd = tmp_path_factory.mktemp("ddp_sim_finetune")
     result = run_script(
         str(BIN / "ctvoco-finetune"),
@@ -540,16 +540,6 @@ def test_finetune_console_script_trains_with_ddp_sim(ddp_sim_finetune):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "ctvoco-finetune under ddp_spawn (trainer=ddp_sim) skips the evaluation: setup and "
-        "validation run in the spawned workers, so in the main process datamodule.val_set is "
-        "None (logged as 'no validation fold (data.fold=null)') and module.last_predictions "
-        "never comes back; no oof.csv or metrics.json is written (src/ctvoco/cli/finetune.py)"
-    ),
-)
 def test_finetune_console_script_evaluates_with_ddp_sim(ddp_sim_finetune):
     run_dir = only_run_dir(ddp_sim_finetune.cwd, "finetune")
     assert (run_dir / "oof.csv").is_file(), ddp_sim_finetune.result.stderr[-2000:]

@@ -212,9 +212,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 
 def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
+    import ctvoco.opencv  # noqa: F401  (OpenCV single-threaded in workers too)
 
 
 class _SeriesProgress:

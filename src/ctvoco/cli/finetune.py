@@ -41,13 +41,19 @@ def main(cfg: DictConfig) -> dict[str, float]:
     history = MetricsHistory(output_dir, plot_groups=("loss", "score"))
     trainer = build_trainer(cfg, extra_callbacks=[history, RNGState()])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
-    if datamodule.val_set is None or len(datamodule.val_set) == 0:
+    if getattr(datamodule, "fold", 0) is None:
         log.info("no validation fold (data.fold=null): nothing to evaluate")
         return {}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-    if not trainer.is_global_zero or module.last_predictions is None:
+    if not trainer.is_global_zero:
         return module.last_metrics
+    if module.last_predictions is None:
+        log.warning(
+            "no validation predictions came back to this process (with strategy=ddp_spawn they "
+            "stay in the workers); use strategy=ddp to get oof.csv and the reports"
+        )
+        return {}
     labels = datamodule.labels()
     oof = module.last_predictions
     metrics = write_evaluation(oof, labels, output_dir, checkpoint=best)

@@ -55,13 +55,14 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if value in (None, ""):
         return None
     if value == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not path.is_file():
+        folder = Path(cfg.paths.output_dir) / "checkpoints"
+        candidates = [p for p in (folder / "last.ckpt", folder / "latest-step.ckpt") if p.is_file()]
+        if not candidates:
             raise UserError(
-                f"ckpt_path=last: no checkpoint at {path}; set paths.output_dir= to the directory "
-                "of the run to resume"
+                f"ckpt_path=last: no last.ckpt or latest-step.ckpt in {folder}; set "
+                "paths.output_dir= to the directory of the run to resume"
             )
-        return str(path)
+        return str(max(candidates, key=lambda p: p.stat().st_mtime))
     path = Path(str(value))
     if not path.is_file():
         raise UserError(f"ckpt_path={value}: no such checkpoint file")

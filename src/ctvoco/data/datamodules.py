@@ -43,14 +43,6 @@ PURPOSES = ("classify", "pretrain")
 ITEM_COLUMNS = ["key", "cache", "patient_id", "series_id"]
 
 
-def single_threaded_worker(worker_id: int) -> None:
-    """DataLoader workers run one OpenCV and one torch thread (parallelism is the workers)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 class ResumableDataLoader(DataLoader):
     """A DataLoader that Lightning recognises as resumable mid-epoch.
 
@@ -171,7 +163,6 @@ class VolumeDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
             drop_last=self.drop_last and shuffle,
-            worker_init_fn=single_threaded_worker if self.num_workers > 0 else None,
             # The loader's own generator: creating iterators never touches the global RNG.
             generator=torch.Generator().manual_seed(self.seed),
         )

@@ -42,8 +42,9 @@ class CachedVolumeDataset(Dataset[dict[str, Any]]):
         view: What to make of each volume (default :class:`WholeVolume`).
         seed: Seed for samples requested by plain index (without a :class:`SeededSampler`).
 
-    A sample is the view's dict plus ``key``, ``patient_id``, ``series_id`` and, when the
-    items carry labels, ``labels``: ``(5,)`` int64 classes in schema target order.
+    A sample is the view's dict plus ``key``, ``index`` (its row), ``patient_id``,
+    ``series_id`` and, when the items carry labels, ``labels``: ``(5,)`` int64 classes in
+    schema target order.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class CachedVolumeDataset(Dataset[dict[str, Any]]):
         sample = self.view(volume, np.random.default_rng(seed))
         row = self.items.iloc[index]
         sample["key"] = key
+        sample["index"] = index
         sample["patient_id"] = str(row["patient_id"])
         sample["series_id"] = str(row["series_id"])
         if self._labels is not None:

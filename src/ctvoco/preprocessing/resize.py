@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
+
+from ctvoco.opencv import cv2
 
 CV2_MAX_WIDTH = 32767
 

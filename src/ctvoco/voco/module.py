@@ -150,6 +150,7 @@ class VoCoPretrainer(pl.LightningModule):
         )
         self._val_sims: list[Tensor] = []
         self._val_targets: list[Tensor] = []
+        self._val_index: list[Tensor] = []
         self._step_started = 0.0
         self._step_finite = True
 
@@ -357,17 +358,29 @@ class VoCoPretrainer(pl.LightningModule):
         sims = similarity(emb["student_random"], emb["teacher_base"])
         self._val_sims.append(sims.detach().float())
         self._val_targets.append(targets.detach())
+        index = batch.get("index")
+        self._val_index.append(
+            torch.as_tensor(index, device=sims.device)
+            if index is not None
+            else torch.full((size,), -1, device=sims.device)
+        )
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_sims:
             return
         sims = torch.cat(self._val_sims)
         targets = torch.cat(self._val_targets)
+        index = torch.cat(self._val_index)
         self._val_sims.clear()
         self._val_targets.clear()
+        self._val_index.clear()
         if self.trainer.world_size > 1:
             sims = self.all_gather(sims).flatten(0, 1)
             targets = self.all_gather(targets).flatten(0, 1)
+            index = self.all_gather(index).flatten(0, 1)
+            # The sampler pads the last round with repeats; score every volume once.
+            keep = first_occurrences(index)
+            sims, targets = sims[keep], targets[keep]
         errors = position_errors(sims, targets)
         self.log_dict(
             {
@@ -384,6 +397,17 @@ class VoCoPretrainer(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
+
+
+def first_occurrences(index: Tensor) -> Tensor:
+    """Positions of the first occurrence of each value (``-1`` entries are all kept)."""
+    seen: set[int] = set()
+    keep = []
+    for position, value in enumerate(index.tolist()):
+        if value < 0 or value not in seen:
+            keep.append(position)
+            seen.add(value)
+    return torch.as_tensor(keep, dtype=torch.long, device=index.device)
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+from ctvoco.opencv import cv2
 from ctvoco.voco.targets import overlap_targets, sample_random_centers
 
 
