@@ -157,6 +157,42 @@ def test_prepare_data_enforces_the_variant(tiny_cohort, rsna_cache) -> None:
             step()
 
 
+def test_prepare_data_does_not_retry_failed_series_but_preprocess_does(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from ctvoco.cache import builder
+    from ctvoco.io import write_nifti
+    from tests.conftest import body_phantom
+
+    root = tmp_path / "flare"
+    for i in range(2):
+        write_nifti(body_phantom(seed=i), root / f"CASE_{i:04d}_0000.nii.gz", (5.0, 4.0, 4.0))
+    (root / "BROKEN_0000.nii.gz").write_bytes(b"not a nifti file")
+    processed: list[str] = []
+    real = builder.process_series
+
+    def counting(source, config, cache_root):
+        processed.append(source.key)
+        return real(source, config, cache_root)
+
+    monkeypatch.setattr(builder, "process_series", counting)
+    dm = flare_module(root, tmp_path / "cache")
+    dm.prepare_data()
+    assert sorted(processed) == ["BROKEN", "CASE_0000", "CASE_0001"]
+    assert dm.cache.record("BROKEN")["status"] == "failed"
+
+    processed.clear()
+    dm.cache.volume_path("CASE_0001").unlink()
+    dm.prepare_data()  # rebuilds the missing series only: the failed one would fail again
+    assert processed == ["CASE_0001"]
+    processed.clear()
+    assert dm.build_cache() is None, "prepare_data leaves failed series alone"
+
+    summary = dm.build_cache(retry_failed=True)  # what ctvoco-preprocess does by default
+    assert processed == ["BROKEN"]
+    assert summary is not None and [r["key"] for r in summary.failed] == ["BROKEN"]
+
+
 def test_without_auto_preprocess_an_empty_cache_names_the_command(
     tiny_cohort, tmp_path: Path
 ) -> None:

@@ -173,12 +173,46 @@ def test_signed_12bit_is_stored_without_sign_extension(tmp_path):
 
 
 def test_monochrome1_pixels_are_inverted_on_disk(tmp_path):
+    """Stored values are reversed over the 16-bit range, the same for every slice."""
     paths = write_series(tmp_path / "s", photometric="MONOCHROME1", compress=False)
-    ds = pydicom.dcmread(paths[0])
-    assert ds.PhotometricInterpretation == "MONOCHROME1"
-    stored = ds.pixel_array.astype(int) + int(ds.RescaleIntercept)
-    hu0 = phantom()[0].astype(int)
-    np.testing.assert_array_equal(stored, hu0.max() + hu0.min() - hu0)
+    hu = phantom().astype(int)
+    for i in (0, 5):
+        ds = pydicom.dcmread(paths[i])
+        assert ds.PhotometricInterpretation == "MONOCHROME1"
+        expected = 0xFFFF - (hu[i] - int(ds.RescaleIntercept))
+        np.testing.assert_array_equal(ds.pixel_array.astype(int), expected)
+
+
+# (BitsStored, PixelRepresentation, RescaleIntercept, how a MONOCHROME2 stored value v is
+# stored as MONOCHROME1 per DICOM: the stored range reversed)
+MONOCHROME1_RANGE_CASES = [
+    pytest.param(12, 0, -1024.0, lambda v: 0x0FFF - v, id="unsigned_12bit"),
+    pytest.param(16, 0, -1024.0, lambda v: 0xFFFF - v, id="unsigned_16bit"),
+    pytest.param(16, 1, 0.0, lambda v: -1 - v, id="signed_16bit"),
+]
+
+
+@pytest.mark.parametrize(("bits", "signed", "intercept", "invert"), MONOCHROME1_RANGE_CASES)
+def test_monochrome1_is_inverted_over_the_stored_range(tmp_path, bits, signed, intercept, invert):
+    """A file written by another tool: one uniform slice and slices of different contrast."""
+    hu = phantom()
+    hu[3] = -1000  # a uniform slice: its own min/max say nothing about the range
+    hu[6] = np.clip(hu[6], -200, 300)  # a slice with another min/max than its neighbours
+    folder = tmp_path / "s"
+    paths = write_series(
+        folder, hu, compress=False, signed=bool(signed), rescale_intercept=intercept
+    )
+    for path in paths:
+
+        def change(ds):
+            values = ds.pixel_array.astype(np.int64)
+            stored = invert(values)
+            ds.PhotometricInterpretation = "MONOCHROME1"
+            ds.BitsStored, ds.HighBit = bits, bits - 1
+            uncompressed_pixels(ds, stored.astype(np.int16 if signed else np.uint16))
+
+        edit(path, change)
+    np.testing.assert_array_equal(read_dicom_series(folder).hu, hu)
 
 
 def test_random_file_names(tmp_path):
@@ -394,7 +428,7 @@ def test_mixed_series(tmp_path):
         read_dicom_series(tmp_path / "a")
     message = str(excinfo.value)
     assert make_tags("a").series_uid in message
-    assert make_tags("b").series_uid in message
+    assert f"{make_tags('b').series_uid} (1 file: from_b.dcm)" in message
 
 
 def test_duplicate_position_with_different_pixels(tmp_path):
@@ -451,6 +485,116 @@ def test_single_slice(tmp_path):
 
 
 # ---------------------------------------------------------------------- bad files
+
+
+def set_value(keyword: str, value):
+    """A change for :func:`edit` that sets one element."""
+
+    def change(ds: pydicom.Dataset) -> None:
+        setattr(ds, keyword, value)
+
+    return change
+
+
+def store_text(keyword: str, vr: str, text: str):
+    """A file change that stores ``text`` as the raw value of the ``vr`` tag ``keyword``.
+
+    pydicom refuses to build such a value, so the element is written as LO and its VR is
+    then relabelled in the saved bytes (explicit VR little endian).
+    """
+
+    def change(path: Path) -> None:
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        assert tag is not None
+
+        def as_lo(ds: pydicom.Dataset) -> None:
+            if keyword in ds:
+                delattr(ds, keyword)
+            ds.add_new(tag, "LO", text)
+
+        edit(path, as_lo)
+        raw = path.read_bytes()
+        head = (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little") + b"LO"
+        at = raw.index(head)
+        path.write_bytes(raw[: at + 4] + vr.encode() + raw[at + 6 :])
+
+    return change
+
+
+def editing(change):
+    """A file change applying a dataset change with :func:`edit`."""
+    return lambda path: edit(path, change)
+
+
+# (name, file index in slice order, file change, tag named in the error): header values
+# that used to escape as AttributeError / ValueError / TypeError. Index 0 is the cranial
+# file, whose PixelSpacing the series uses.
+MALFORMED_HEADER_CASES = [
+    ("no_rows", 7, editing(delete("Rows")), "Rows"),
+    ("no_columns", 3, editing(delete("Columns")), "Columns"),
+    ("zero_rows", 2, editing(set_value("Rows", 0)), "Rows"),
+    (
+        "position_two_values",
+        4,
+        editing(set_value("ImagePositionPatient", [1.0, 2.0])),
+        "ImagePositionPatient",
+    ),
+    (
+        "position_not_numbers",
+        5,
+        store_text("ImagePositionPatient", "DS", "a\\b\\c"),
+        "ImagePositionPatient",
+    ),
+    ("spacing_one_value", 0, editing(set_value("PixelSpacing", [0.7])), "PixelSpacing"),
+    ("spacing_zero", 0, editing(set_value("PixelSpacing", [0.0, 0.7])), "PixelSpacing"),
+    (
+        "orientation_five_values",
+        2,
+        editing(set_value("ImageOrientationPatient", [1, 0, 0, 0, 1])),
+        "ImageOrientationPatient",
+    ),
+    (
+        "orientation_zero_cosine",
+        0,
+        editing(set_value("ImageOrientationPatient", [0, 0, 0, 0, 1, 0])),
+        "ImageOrientationPatient",
+    ),
+    ("instance_number_text", 1, store_text("InstanceNumber", "IS", "x1"), "InstanceNumber"),
+    ("slope_two_values", 6, editing(set_value("RescaleSlope", [1.0, 2.0])), "RescaleSlope"),
+]
+
+
+@pytest.mark.parametrize(
+    ("index", "change", "tag"),
+    [c[1:] for c in MALFORMED_HEADER_CASES],
+    ids=[c[0] for c in MALFORMED_HEADER_CASES],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_malformed_header_is_a_data_error_naming_file_and_tag(tmp_path, index, change, tag):
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)
+    change(paths[index])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(paths[index]))}: {tag}\b"):
+        read_dicom_series(folder)
+
+
+def test_empty_optional_tags_fall_back_like_missing_ones(tmp_path):
+    """Empty (type 2) PixelSpacing and positions are treated as absent, with warnings."""
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)
+    for i, path in enumerate(paths):
+
+        def change(ds, i=i):
+            ds.ImagePositionPatient = ""
+            ds.PixelSpacing = ""
+            ds.InstanceNumber = i + 1
+
+        edit(path, change)
+    volume = read_dicom_series(folder)
+    np.testing.assert_array_equal(volume.hu, phantom())
+    assert volume.spacing == pytest.approx((SPACING[0], 1.0, 1.0))
+    assert any("no PixelSpacing" in w for w in volume.warnings)
+    assert any("ordered by InstanceNumber" in w for w in volume.warnings)
 
 
 def test_corrupt_file(tmp_path):

@@ -1,7 +1,16 @@
-"""Fill a :class:`VolumeCache` from many series: parallel, sharded, resumable, fault tolerant."""
+"""Fill a :class:`VolumeCache` from many series: parallel, sharded, resumable, fault tolerant.
+
+A series that cannot be read or preprocessed, for whatever reason, becomes a ``failed``
+record naming the error and the run goes on; a cache that cannot be written (disk full,
+read-only, no permission) stops the run with a :class:`~ctvoco.errors.UserError` instead.
+
+This module and everything a worker process imports (preprocessing, I/O) stay free of
+torch, so worker processes start fast.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import time
@@ -21,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ctvoco.cache.volume_cache import VolumeCache, check_key
+from ctvoco.cache.volume_cache import CacheWriteError, VolumeCache, cache_write_error, check_key
 from ctvoco.errors import DataError, UserError
 from ctvoco.preprocessing.pipeline import PreprocessConfig, load_volume, preprocess_volume
 
@@ -83,8 +92,15 @@ def select_shard(sources: Sequence[SeriesSource], shard: tuple[int, int]) -> lis
 def process_series(
     source: SeriesSource, config: PreprocessConfig, cache_root: str
 ) -> dict[str, Any]:
-    """Read, preprocess and store one series; return its manifest record (never raises
-    for bad data: the failure is recorded)."""
+    """Read, preprocess and store one series; return its manifest record.
+
+    Any error of the series itself (bad data, an unreadable file, a bug met on this
+    series) is recorded as ``status="failed"`` with the error; only a cache that cannot
+    be written raises, because every other series would fail the same way.
+
+    Raises:
+        CacheWriteError: Writing the array to the cache failed (disk full, read-only, ...).
+    """
     cache = VolumeCache(cache_root)
     start = time.perf_counter()
     record: dict[str, Any] = {
@@ -100,7 +116,10 @@ def process_series(
     try:
         volume = load_volume(source.source)
         result = preprocess_volume(volume, config)
-        cache.write(source.key, result.array)
+        try:
+            cache.write(source.key, result.array)
+        except OSError as exc:
+            raise cache_write_error(cache.root, exc) from exc
         record.update(
             status="ok",
             original_shape="x".join(str(s) for s in volume.shape),
@@ -108,10 +127,19 @@ def process_series(
             crop_box=str(result.crop_box),
             warnings=" | ".join(result.warnings),
         )
+    except CacheWriteError:
+        raise
     except (DataError, OSError, MemoryError) as exc:
-        record.update(status="failed", error=str(exc), original_shape="", spacing="", crop_box="")
+        _failed(record, str(exc))
+    except Exception as exc:  # a bug met on one series must not cost the others
+        log.warning("%s: unexpected error", source.source, exc_info=True)
+        _failed(record, f"{source.source}: unexpected {type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - start, 4)
     return record
+
+
+def _failed(record: dict[str, Any], error: str) -> None:
+    record.update(status="failed", error=error, original_shape="", spacing="", crop_box="")
 
 
 def build_cache(
@@ -139,27 +167,48 @@ def build_cache(
 
     Returns:
         Counts, failures and wall time. The manifest is rebuilt at the end.
+
+    Raises:
+        UserError: The cache directory cannot be written (disk full, read-only, no
+            permission); the series finished so far stay recorded.
     """
     console = console or Console(stderr=True)
     cache.ensure_variant(config)
-    cache.remove_stale_temporaries()
     selected = select_shard(sources, shard)
-    todo = [s for s in selected if not _is_done(cache, s, retry_failed)]
-    summary = BuildSummary(total=len(selected), skipped=len(selected) - len(todo))
-    if todo:
-        cache.check_free_space(len(todo), config)
+    with _cache_writes(cache):
+        cache.remove_stale_temporaries()
+        todo = [s for s in selected if not _is_done(cache, s, retry_failed)]
+        summary = BuildSummary(total=len(selected), skipped=len(selected) - len(todo))
+        if todo:
+            cache.check_free_space(len(todo), config)
     start = time.perf_counter()
-    with _SeriesProgress(console, progress, len(todo), shard) as advance:
-        for record in _run(todo, config, str(cache.root), num_workers):
-            cache.write_record(record)
-            summary.processed += 1
-            if record["status"] != "ok":
-                summary.failed.append(record)
-            advance()
+    try:
+        with _SeriesProgress(console, progress, len(todo), shard) as advance:
+            for record in _run(todo, config, str(cache.root), num_workers):
+                with _cache_writes(cache):
+                    cache.write_record(record)
+                summary.processed += 1
+                if record["status"] != "ok":
+                    summary.failed.append(record)
+                advance()
+    except CacheWriteError:
+        with contextlib.suppress(OSError):  # keep what is done listed, if the disk allows
+            cache.rebuild_manifest()
+        raise
     summary.seconds = time.perf_counter() - start
-    cache.rebuild_manifest()
+    with _cache_writes(cache):
+        cache.rebuild_manifest()
     _print_summary(console, summary, cache)
     return summary
+
+
+@contextlib.contextmanager
+def _cache_writes(cache: VolumeCache) -> Iterator[None]:
+    """Turn an ``OSError`` of the cache directory into a :class:`CacheWriteError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise cache_write_error(cache.root, exc) from exc
 
 
 def _is_done(cache: VolumeCache, source: SeriesSource, retry_failed: bool) -> bool:
@@ -179,9 +228,10 @@ def _run(
             yield process_series(source, config, root)
         return
     context = _worker_context()
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=min(num_workers, len(todo)), mp_context=context, initializer=_init_worker
-    ) as pool:
+    )
+    try:
         pending: set[Future[dict[str, Any]]] = set()
         queue = iter(todo)
         # Keep a bounded number of tasks in flight so a huge data set does not queue up at once.
@@ -196,6 +246,9 @@ def _run(
                 nxt = next(queue, None)
                 if nxt is not None:
                     pending.add(pool.submit(process_series, nxt, config, root))
+    finally:
+        # On an error (or an interrupt) the queued series are dropped, not run to the end.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -209,6 +262,19 @@ def _worker_context() -> multiprocessing.context.BaseContext:
         context.set_forkserver_preload(["ctvoco.cache.builder"])
         return context
     return multiprocessing.get_context("spawn")
+
+
+def start_worker_server() -> None:
+    """Start the server process that preprocessing workers are forked from, ahead of time.
+
+    Optional (a parallel build starts it when needed): a program that calls this first
+    lets the server import the preprocessing modules while the program itself is still
+    importing and scanning, instead of afterwards. Does nothing where workers are spawned.
+    """
+    if _worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _init_worker() -> None:

@@ -22,13 +22,15 @@ import shutil
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ctvoco.errors import DataError, UserError
 from ctvoco.preprocessing.pipeline import PreprocessConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MANIFEST_COLUMNS = (
@@ -47,6 +49,25 @@ MANIFEST_COLUMNS = (
     "seconds",
 )
 _TMP_MARK = ".tmp-"
+
+
+class CacheWriteError(UserError):
+    """The cache directory cannot be written (disk full, read-only, no permission).
+
+    Unlike a bad series, this stops the whole build: every later series would fail the same
+    way. Finished series stay in the cache, so a re-run resumes once the disk is fixed.
+    """
+
+
+def cache_write_error(root: Path, exc: OSError) -> CacheWriteError:
+    """The error for an ``OSError`` raised while writing to the cache at ``root``."""
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return CacheWriteError(
+        f"cannot write to the cache directory {root}: {reason}{where}; free space there, make "
+        "it writable or set data.cache_dir= to another directory (finished series are kept "
+        "and a re-run resumes)"
+    )
 
 
 def check_key(key: str) -> str:
@@ -115,7 +136,10 @@ class VolumeCache:
                     f"cannot create the cache directory {self.root} ({exc.strerror or exc}); set "
                     "data.cache_dir= to a writable directory"
                 ) from exc
-            write_text_atomic(self.variant_path, json.dumps(wanted, indent=2, sort_keys=True))
+            try:
+                write_text_atomic(self.variant_path, json.dumps(wanted, indent=2, sort_keys=True))
+            except OSError as exc:
+                raise cache_write_error(self.root, exc) from exc
             return
         if existing != wanted:
             changed = sorted(
@@ -176,6 +200,8 @@ class VolumeCache:
 
     def rebuild_manifest(self) -> pd.DataFrame:
         """Write ``manifest.csv`` from the records and return it."""
+        import pandas as pd  # not at module level: preprocessing workers never need it
+
         frame = pd.DataFrame(self.records(), columns=list(MANIFEST_COLUMNS))
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.manifest_path, frame.to_csv(index=False))
@@ -183,6 +209,8 @@ class VolumeCache:
 
     def manifest(self) -> pd.DataFrame:
         """The manifest table (rebuilt from records when the CSV is missing or stale)."""
+        import pandas as pd
+
         frame = None
         if self.manifest_path.exists():
             text = dict.fromkeys(("key", "patient_id", "series_id", "error", "warnings"), str)

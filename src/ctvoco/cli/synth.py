@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from ctvoco.cli.app import ensure_writable_dir, hydra_app
+from ctvoco.errors import UserError
 from ctvoco.synth.cohort import make_synthetic_cohort
+from ctvoco.synth.phantom import DEFAULT_PREVALENCE
 
 
 @hydra_app("synth")
@@ -22,9 +27,30 @@ def main(cfg: DictConfig) -> None:
         spacing=tuple(cfg.spacing) if cfg.spacing is not None else None,
         fov_mm=tuple(cfg.fov_mm),
         second_series_fraction=float(cfg.second_series_fraction),
+        prevalence=prevalence_option(cfg.get("prevalence")),
     )
     print(f"RSNA layout:  {cohort.rsna_root}   (data=rsna data.root={cohort.rsna_root})")
     print(f"FLARE layout: {cohort.flare_root}  (data=flare data.root={cohort.flare_root})")
+
+
+def prevalence_option(value: Any) -> dict[str, tuple[float, ...]] | None:
+    """``prevalence={liver: [0.5, 0.3, 0.2]}``: class probabilities per target; the targets
+    not given keep the phantom's defaults. ``None`` keeps them all."""
+    if value is None:
+        return None
+    given = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+    if not isinstance(given, Mapping):
+        raise UserError(
+            "prevalence must map targets to class probabilities, e.g. "
+            f"prevalence={{liver:[0.5,0.3,0.2]}}; got {given!r}"
+        )
+    try:
+        chosen = {str(t): tuple(float(p) for p in probs) for t, probs in given.items()}
+    except (TypeError, ValueError):
+        raise UserError(
+            f"prevalence values must be lists of probabilities; got {given!r}"
+        ) from None
+    return {**DEFAULT_PREVALENCE, **chosen}
 
 
 if __name__ == "__main__":

@@ -246,12 +246,19 @@ class CachedVolumeDataModule(VolumeDataModule):
         self.cache.ensure_variant(self.preprocess)
 
     def prepare_data(self) -> None:
+        """Build the series the cache lacks; series that failed before are not retried
+        (``ctvoco-preprocess`` retries them)."""
         self.build_cache(retry_failed=False)
 
     def build_cache(
         self, *, retry_failed: bool = False, shard: tuple[int, int] = (0, 1)
     ) -> BuildSummary | None:
-        """Preprocess whatever the cache lacks; ``None`` when nothing was missing."""
+        """Preprocess whatever the cache lacks; ``None`` when nothing was missing.
+
+        Args:
+            retry_failed: Also re-try series whose earlier attempt failed.
+            shard: ``(i, n)``: only the ``i``-th of ``n`` disjoint parts.
+        """
         if self.cache_only():
             self.cache.ensure_variant(self.preprocess)
             return None
@@ -279,7 +286,7 @@ class CachedVolumeDataModule(VolumeDataModule):
             self.preprocess,
             num_workers=self.preprocess_workers,
             shard=shard,
-            retry_failed=True,
+            retry_failed=retry_failed,
         )
 
     def ready_items(self) -> pd.DataFrame:

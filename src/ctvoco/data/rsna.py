@@ -35,11 +35,16 @@ def is_id(text: str) -> bool:
 
 
 def parse_id(value: object, what: str, where: str) -> int:
-    """An id as a non-negative integer, or a :class:`DataError` naming where it came from."""
+    """An id as a non-negative integer, or a :class:`DataError` naming where it came from.
+
+    Digits only, optionally followed by ``.0`` (how pandas writes an integer column that
+    once held a missing value); signs, fractions, exponents and non-ASCII digits are refused.
+    """
     text = str(value).strip()
-    if not is_id(text):
+    digits = text.removesuffix(".0")
+    if not is_id(digits):
         raise DataError(f"{where}: {what} must be a non-negative integer; got {value!r}")
-    return int(text)
+    return int(digits)
 
 
 def images_dir(root: str | os.PathLike[str], split: str = "train") -> Path:

@@ -4,13 +4,17 @@ What the reader guarantees (ALGORITHMS.md §1.1):
 
 - slices are ordered by their position along the slice normal, never by file name; when
   positions are missing it falls back to ``InstanceNumber`` and says so;
-- stored values are sign-extended when ``BitsStored < BitsAllocated`` on signed data, then
-  rescaled to HU; ``MONOCHROME1`` slices are inverted;
+- stored values are sign-extended when ``BitsStored < BitsAllocated`` on signed data;
+  ``MONOCHROME1`` values are inverted over the fixed range of the stored bits (the same for
+  every slice); then they are rescaled to HU;
 - RLE Lossless (RSNA's transfer syntax) decodes through pylibjpeg-rle; other compressed
   syntaxes go through pydicom's plugins, with an error naming the missing plugin;
 - a series mixing several SeriesInstanceUIDs, duplicate positions with different pixels, a
   non-axial orientation, and unreadable, truncated or undecodable files are errors naming
-  the file; gaps (missing slices) and small gantry tilts are recorded as warnings.
+  the file; gaps (missing slices) and small gantry tilts are recorded as warnings;
+- malformed header values (a missing ``Rows``, an ``ImagePositionPatient`` without three
+  numbers, a ``PixelSpacing`` without two positive numbers, ...) are errors naming the file
+  and the tag.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import pydicom
 import pydicom.pixels
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import RLELossless
 
 from ctvoco.errors import DataError
@@ -48,8 +53,17 @@ _USABLE_SYNTAXES: set[str] = set()
 
 @dataclass
 class _Slice:
+    """One file's dataset and its validated geometry tags."""
+
     path: Path
     ds: Dataset
+    rows: int
+    columns: int
+    position: np.ndarray | None
+    """``(3,)`` ImagePositionPatient (mm), ``None`` when absent."""
+    orientation: np.ndarray | None
+    """``(6,)`` ImageOrientationPatient direction cosines, ``None`` when absent."""
+    instance: int | None
 
 
 def series_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -91,13 +105,15 @@ def read_dicom_series(
         warnings.append(f"{folder}: slices are tilted {tilt:.1f} degrees from axial")
 
     slices, positions = _order_slices(folder, slices, normal, warnings)
+    pixel_spacing = tag_numbers(slices[0].path, slices[0].ds, "PixelSpacing", 2, positive=True)
+    if pixel_spacing is None:
+        pixel_spacing = np.ones(2)
+        warnings.append(f"{slices[0].path}: no PixelSpacing, assuming 1 mm")
+    row_spacing, col_spacing = (float(v) for v in pixel_spacing)
     hu = _decode_all(slices, decoding_plugin)
     slices, positions, hu = _drop_duplicates(folder, slices, positions, hu, warnings)
-    z_spacing = _check_spacing(folder, positions, slices[0].ds, warnings)
+    z_spacing = _check_spacing(folder, positions, slices[0], warnings)
 
-    row_spacing, col_spacing = (float(v) for v in slices[0].ds.get("PixelSpacing", (1.0, 1.0)))
-    if "PixelSpacing" not in slices[0].ds:
-        warnings.append(f"{slices[0].path}: no PixelSpacing, assuming 1 mm")
     # Array axes: slice (ordered cranial->caudal), row (along col_cos), column (along row_cos).
     directions = np.stack([[0.0, 0.0, -1.0], col_cos, row_cos])
     hu, spacing = to_canonical(hu, directions, (z_spacing, row_spacing, col_spacing))
@@ -120,32 +136,134 @@ def _read_header(path: Path) -> _Slice:
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds:
         raise DataError(f"{path}: has no pixel data")
-    return _Slice(path, ds)
+    rows, columns = (_image_size(path, ds, keyword) for keyword in ("Rows", "Columns"))
+    orientation = tag_numbers(path, ds, "ImageOrientationPatient", 6)
+    if orientation is not None and (
+        np.linalg.norm(orientation[:3]) < 1e-3 or np.linalg.norm(orientation[3:]) < 1e-3
+    ):
+        raise DataError(
+            f"{path}: ImageOrientationPatient has a zero direction cosine: {orientation.tolist()}"
+        )
+    return _Slice(
+        path,
+        ds,
+        rows=rows,
+        columns=columns,
+        position=tag_numbers(path, ds, "ImagePositionPatient", 3),
+        orientation=orientation,
+        instance=tag_integer(path, ds, "InstanceNumber"),
+    )
+
+
+def _image_size(path: Path, ds: Dataset, keyword: str) -> int:
+    """``Rows`` or ``Columns``: required, a positive integer."""
+    value = tag_integer(path, ds, keyword, minimum=1)
+    if value is None:
+        raise DataError(f"{path}: {keyword} is missing (the image size is unknown)")
+    return value
+
+
+def tag_numbers(
+    path: Path, ds: Dataset, keyword: str, count: int, *, positive: bool = False
+) -> np.ndarray | None:
+    """The ``count`` numbers of a decimal header tag, validated.
+
+    Args:
+        path: The file, named in errors.
+        ds: Its dataset.
+        keyword: Tag keyword, e.g. ``"ImagePositionPatient"``.
+        count: Required number of values.
+        positive: Require every value to be ``> 0``.
+
+    Returns:
+        ``(count,)`` float64 values, or ``None`` when the tag is absent or empty.
+
+    Raises:
+        DataError: The tag holds another number of values, or values that are not finite
+            (positive) numbers; the message names the file and the tag.
+    """
+    raw = _tag_value(path, ds, keyword)
+    if raw is None:
+        return None
+    items = list(raw) if isinstance(raw, list | tuple | MultiValue) else [raw]
+    try:
+        values = np.array([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: {keyword} must hold {count} numbers; got {raw!r}") from None
+    if values.shape != (count,):
+        raise DataError(
+            f"{path}: {keyword} must hold {count} numbers; got {values.size}: {values.tolist()}"
+        )
+    if not np.all(np.isfinite(values)) or (positive and np.any(values <= 0)):
+        kind = "finite positive" if positive else "finite"
+        raise DataError(f"{path}: {keyword} must hold {kind} numbers; got {values.tolist()}")
+    return values
+
+
+def tag_integer(path: Path, ds: Dataset, keyword: str, *, minimum: int | None = None) -> int | None:
+    """One integer header tag (``Rows``, ``InstanceNumber``, ...), validated.
+
+    Returns:
+        The value, or ``None`` when the tag is absent or empty.
+
+    Raises:
+        DataError: The tag is not one integer (at least ``minimum``); names file and tag.
+    """
+    raw = _tag_value(path, ds, keyword)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+        if not value.is_integer():
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: {keyword} must be one integer; got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise DataError(f"{path}: {keyword} must be at least {minimum}; got {int(value)}")
+    return int(value)
+
+
+def _tag_value(path: Path, ds: Dataset, keyword: str) -> Any:
+    """The value of a tag, ``None`` when absent or empty (a malformed element names the tag)."""
+    try:
+        if keyword not in ds:
+            return None
+        value = ds[keyword].value
+    except Exception as exc:  # pydicom converts raw elements lazily and raises many types
+        raise DataError(
+            f"{path}: {keyword} could not be read ({type(exc).__name__}: {exc})"
+        ) from exc
+    if value is None or (isinstance(value, str | bytes) and not value.strip()):
+        return None
+    if isinstance(value, list | tuple | MultiValue) and len(value) == 0:
+        return None
+    return value
 
 
 def _check_single_series(folder: Path, slices: list[_Slice]) -> None:
-    uids = Counter(str(s.ds.get("SeriesInstanceUID", "?")) for s in slices)
+    uid_of = [str(s.ds.get("SeriesInstanceUID", "?")) for s in slices]
+    uids = Counter(uid_of)
     if len(uids) > 1:
-        listing = ", ".join(f"{uid} ({n} files)" for uid, n in uids.most_common())
-        raise DataError(f"{folder}: mixes {len(uids)} series: {listing}")
+        (main_uid, n_main), *others = uids.most_common()
+        listing = [f"{main_uid} ({n_main} files)"]
+        for uid, n in others:
+            names = [s.path.name for s, u in zip(slices, uid_of, strict=True) if u == uid]
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            listing.append(f"{uid} ({n} file{'s' if n > 1 else ''}: {shown})")
+        raise DataError(f"{folder}: mixes {len(uids)} series: {'; '.join(listing)}")
 
 
 def _orientation(folder: Path, slices: list[_Slice]) -> tuple[np.ndarray, ...]:
-    first = slices[0].ds
-    iop = first.get("ImageOrientationPatient")
-    if iop is None:
+    first = slices[0]
+    if first.orientation is None:
         row_cos, col_cos = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     else:
-        values = np.asarray([float(v) for v in iop])
-        row_cos, col_cos = values[:3], values[3:]
-        reference = [float(v) for v in iop]
+        values = first.orientation
+        row_cos = values[:3] / np.linalg.norm(values[:3])
+        col_cos = values[3:] / np.linalg.norm(values[3:])
         for s in slices[1:]:
-            other = s.ds.get("ImageOrientationPatient")
-            if other is None:
-                continue
-            other = [float(v) for v in other]
-            if other != reference and not np.allclose(other, values, atol=1e-3):
-                raise DataError(f"{s.path}: ImageOrientationPatient differs from {slices[0].path}")
+            if s.orientation is not None and not np.allclose(s.orientation, values, atol=1e-3):
+                raise DataError(f"{s.path}: ImageOrientationPatient differs from {first.path}")
     normal = np.cross(row_cos, col_cos)
     if abs(normal[2]) < MAX_TILT_COS:
         raise DataError(
@@ -159,39 +277,47 @@ def _order_slices(
     folder: Path, slices: list[_Slice], normal: np.ndarray, warnings: list[str]
 ) -> tuple[list[_Slice], np.ndarray]:
     """Sort cranial first; return the slices and their patient-z positions (mm)."""
-    if all("ImagePositionPatient" in s.ds for s in slices):
-        ipp = np.array([[float(v) for v in s.ds.ImagePositionPatient] for s in slices])
+    if all(s.position is not None for s in slices):
+        ipp = np.stack([s.position for s in slices])  # type: ignore[misc]
         along_normal = ipp @ normal
         # Cranial first: decreasing position along the normal oriented towards the head.
         key = -along_normal * np.sign(normal[2])
         order = np.argsort(key, kind="stable")
         positions = along_normal[order] * np.sign(normal[2])
         return [slices[i] for i in order], positions
-    if not all("InstanceNumber" in s.ds for s in slices):
+    if not all(s.instance is not None for s in slices):
         raise DataError(
             f"{folder}: slices have neither ImagePositionPatient nor InstanceNumber; "
             "their order is unknown"
         )
     warnings.append(f"{folder}: no ImagePositionPatient, slices ordered by InstanceNumber")
-    numbers = np.array([int(s.ds.InstanceNumber) for s in slices])
+    numbers = np.array([s.instance for s in slices], dtype=np.int64)
     if len(set(numbers.tolist())) != len(numbers):
         raise DataError(f"{folder}: duplicate InstanceNumbers and no positions")
     order = np.argsort(numbers, kind="stable")
-    thickness = float(slices[0].ds.get("SliceThickness", 1.0) or 1.0)
+    thickness = _slice_thickness(slices[0])
     return [slices[i] for i in order], -np.arange(len(slices), dtype=float) * thickness
 
 
+def _slice_thickness(s: _Slice) -> float:
+    """``SliceThickness`` (mm), 1 when absent or zero."""
+    thickness = tag_numbers(s.path, s.ds, "SliceThickness", 1)
+    if thickness is None or thickness[0] == 0:
+        return 1.0
+    return abs(float(thickness[0]))
+
+
 def _decode_all(slices: list[_Slice], plugin: str | None) -> np.ndarray:
-    first = slices[0].ds
-    shape = (len(slices), int(first.Rows), int(first.Columns))
+    first = slices[0]
+    shape = (len(slices), first.rows, first.columns)
     rescaled = [_rescale_params(s) for s in slices]
     integral = all(slope == 1.0 and float(icpt).is_integer() for slope, icpt in rescaled)
     out = np.empty(shape, dtype=np.int16 if integral else np.float32)
     for i, s in enumerate(slices):
-        if (int(s.ds.Rows), int(s.ds.Columns)) != shape[1:]:
+        if (s.rows, s.columns) != shape[1:]:
             raise DataError(
-                f"{s.path}: slice size {s.ds.Rows}x{s.ds.Columns} differs from "
-                f"{slices[0].path} ({shape[1]}x{shape[2]})"
+                f"{s.path}: slice size {s.rows}x{s.columns} differs from "
+                f"{first.path} ({shape[1]}x{shape[2]})"
             )
         stored = _stored_values(s, plugin)
         slope, intercept = rescaled[i]
@@ -199,9 +325,6 @@ def _decode_all(slices: list[_Slice], plugin: str | None) -> np.ndarray:
             _add_intercept(stored, int(intercept), out[i])
         else:
             out[i] = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        if str(s.ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
-            wide = out[i].astype(np.float64)
-            out[i] = wide.max() + wide.min() - wide
     return out
 
 
@@ -221,7 +344,12 @@ def _add_intercept(stored: np.ndarray, intercept: int, out: np.ndarray) -> None:
 
 
 def _rescale_params(s: _Slice) -> tuple[float, float]:
-    return float(s.ds.get("RescaleSlope", 1.0) or 1.0), float(s.ds.get("RescaleIntercept", 0.0))
+    slope = tag_numbers(s.path, s.ds, "RescaleSlope", 1)
+    intercept = tag_numbers(s.path, s.ds, "RescaleIntercept", 1)
+    return (
+        float(slope[0]) if slope is not None and slope[0] != 0 else 1.0,
+        float(intercept[0]) if intercept is not None else 0.0,
+    )
 
 
 def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
@@ -246,9 +374,13 @@ def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
         ) from exc
     if values.ndim != 2:
         raise DataError(f"{s.path}: expected one 2D frame, got pixel array of shape {values.shape}")
-    return sign_extend(
-        values, int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
-    )
+    bits_allocated = tag_integer(s.path, ds, "BitsAllocated", minimum=1) or values.itemsize * 8
+    bits_stored = tag_integer(s.path, ds, "BitsStored", minimum=1) or bits_allocated
+    signed = tag_integer(s.path, ds, "PixelRepresentation") or 0
+    values = sign_extend(values, bits_allocated, bits_stored, signed)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        values = invert_monochrome1(values, bits_stored, signed)
+    return values
 
 
 def sign_extend(
@@ -271,6 +403,24 @@ def sign_extend(
     dtype = np.dtype(f"int{bits_allocated}")
     as_signed = values.astype(dtype, copy=False) if values.dtype != dtype else values
     return (as_signed << shift) >> shift
+
+
+def invert_monochrome1(values: np.ndarray, bits_stored: int, signed: int) -> np.ndarray:
+    """MONOCHROME1 stored values as MONOCHROME2: reversed over the stored range, ``lo + hi - v``.
+
+    The range is that of ``BitsStored`` (``0 .. 2**b - 1`` unsigned, ``-2**(b-1) ..
+    2**(b-1) - 1`` signed), the same for every slice, so intensities stay comparable
+    between slices. Its own inverse.
+
+    Args:
+        values: ``(H, W)`` stored values (sign-extended when signed).
+        bits_stored: ``BitsStored``.
+        signed: ``PixelRepresentation`` (1 for two's complement).
+    """
+    if signed:
+        return np.invert(values)  # lo + hi = -1: -1 - v
+    high = (1 << min(bits_stored, values.dtype.itemsize * 8)) - 1
+    return (high - np.minimum(values, high)).astype(values.dtype, copy=False)
 
 
 @functools.lru_cache(maxsize=32)
@@ -321,10 +471,10 @@ def _drop_duplicates(
 
 
 def _check_spacing(
-    folder: Path, positions: np.ndarray, first: Dataset, warnings: list[str]
+    folder: Path, positions: np.ndarray, first: _Slice, warnings: list[str]
 ) -> float:
     if len(positions) < 2:
-        return float(first.get("SliceThickness", 1.0) or 1.0)
+        return _slice_thickness(first)
     steps = np.abs(np.diff(positions))
     spacing = float(np.median(steps))
     gaps = np.flatnonzero(steps > GAP_FACTOR * spacing)

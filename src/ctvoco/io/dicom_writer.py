@@ -72,7 +72,8 @@ def write_dicom_series(
         bits_stored: ``BitsStored`` (12 or 16); with ``signed`` and 12 bits, stored values
             are written *without* sign extension into the high bits, as some RSNA files are.
         signed: ``PixelRepresentation`` 1 (two's complement) instead of 0.
-        photometric: ``MONOCHROME2`` or ``MONOCHROME1`` (values written inverted).
+        photometric: ``MONOCHROME2`` or ``MONOCHROME1`` (stored values written reversed over
+            the range of ``bits_stored``: ``lo + hi - v``).
 
     Returns:
         The written file paths in slice order.
@@ -95,7 +96,9 @@ def write_dicom_series(
         ds.PixelRepresentation = int(signed)
         ds.PhotometricInterpretation = photometric
         if compress:
-            ds.compress(RLELossless, encoding_plugin=_rle_encoder())
+            # Keep the SOPInstanceUID derived from the series UID: the files stay identical
+            # from one run to the next.
+            ds.compress(RLELossless, encoding_plugin=_rle_encoder(), generate_instance_uid=False)
         path = out_dir / f"{int(instance_numbers[i])}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
@@ -113,9 +116,8 @@ def _stored_values(
     )
     values = np.clip(values, low, high)
     if photometric == "MONOCHROME1":
-        lo = values.min(axis=(1, 2), keepdims=True)
-        hi = values.max(axis=(1, 2), keepdims=True)
-        values = lo + hi - values
+        # Reversed over the fixed range of the stored bits, as the reader undoes it.
+        values = low + high - values
     if not signed:
         return values.astype(np.uint16)
     packed = values.astype(np.int16)

@@ -6,11 +6,17 @@
     <root>/rsna/train.csv                                       one-hot labels per patient
     <root>/rsna/train_series_meta.csv                           patient_id, series_id, ...
     <root>/rsna/test_images/...  and  test_labels.csv           held-out patients (optional)
-    <root>/flare/imagesTr/FLARE23_XXXX_0000.nii.gz              int16 HU, RAS affine
+    <root>/flare/imagesTr/FLARE23_XXXX_0000.nii.gz              int16 HU, varied affines
     <root>/cohort.json                                          the parameters it was made with
 
-Everything is deterministic for a seed; calling it again with the same parameters reuses
-the existing cohort.
+The FLARE volumes are stored along varying axis directions (:data:`FLARE_STORAGE`: LPS,
+flipped, permuted; never plain RAS), with affines that place the body near 0 mm in-plane,
+so reading them back exercises the reorientation of :func:`~ctvoco.io.read_nifti`. The
+DICOM series use axial ``ImageOrientationPatient`` ``[1, 0, 0, 0, 1, 0]``, positions centred
+on the scanner isocentre, and instance numbers (file names) shuffled.
+
+Everything is deterministic for a seed, down to the bytes of every file (UIDs included);
+calling it again with the same parameters reuses the existing cohort.
 """
 
 from __future__ import annotations
@@ -32,19 +38,41 @@ from ctvoco.cache.volume_cache import write_text_atomic
 from ctvoco.errors import UserError
 from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from ctvoco.io.nifti import write_nifti
+from ctvoco.io.volume import CANONICAL_DIRECTIONS, canonical_transform
 from ctvoco.schema import LABEL_COLUMNS, TARGETS
 from ctvoco.synth.phantom import (
     DEFAULT_PREVALENCE,
     INJURY_CODES,
     InjuryLabels,
+    _check_prevalence,
     draw_anatomy,
     draw_injury_labels,
     render_volume,
 )
 
-FORMAT_VERSION = 1
+Vec3 = tuple[float, float, float]
+
+FORMAT_VERSION = 2
 FLARE_SPACING_JITTER = (0.25, 0.1)
 """Relative jitter of FLARE z and in-plane spacing between cases (anisotropic, varying)."""
+
+FLARE_STORAGE: tuple[tuple[str, tuple[Vec3, Vec3, Vec3]], ...] = (
+    ("LPS", ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))),
+    ("RAI", ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))),
+    ("LAS", ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))),
+    ("PRI", ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, -1.0))),
+    ("SAL", ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0))),
+)
+"""Storage of the FLARE cases, by case number in turn: ``(name, directions)``.
+
+Row ``a`` of ``directions`` is the LPS direction in which stored voxel axis ``a`` grows;
+the name gives the patient side each axis points to (``L``eft/``R``ight,
+``P``osterior/``A``nterior, ``S``uperior/``I``nferior). None is the RAS+ of a plain
+NIfTI affine: flips and permutations of the axes are all covered.
+"""
+
+FLARE_CENTRE_JITTER_MM = (10.0, 10.0, 50.0)
+"""Range (+-, mm) of the patient position (LPS x, y, z) of a FLARE volume's centre."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,13 @@ class CohortSpec:
     fov_mm: tuple[float, float, float] = (400.0, 352.0, 352.0)
     second_series_fraction: float = 0.25
     prevalence: Mapping[str, Sequence[float]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prevalence is not None:
+            try:
+                _check_prevalence(self.prevalence)
+            except ValueError as exc:
+                raise UserError(f"synthetic cohort prevalence: {exc}") from None
 
     @property
     def voxel_spacing(self) -> tuple[float, float, float]:
@@ -232,11 +267,7 @@ def _write_patient(
             folder,
             spec.voxel_spacing,
             tags,
-            origin=(
-                -spec.shape[2] * spec.voxel_spacing[2] / 2,
-                -spec.shape[1] * spec.voxel_spacing[1] / 2,
-                -z_offset,
-            ),
+            origin=first_voxel_lps(spec.shape, spec.voxel_spacing, z_offset),
             shuffle_names=rng,
         )
         visible.update(int(c) for c in np.unique(phantom.injuries) if c)
@@ -270,21 +301,78 @@ def _write_flare_case(
     in_plane = spec.voxel_spacing[1] * float(rng.uniform(1 - xy_jit, 1 + xy_jit))
     spacing = (spec.voxel_spacing[0] * float(rng.uniform(1 - z_jit, 1 + z_jit)), in_plane, in_plane)
     phantom = render_volume(anatomy, labels, shape=spec.shape, spacing=spacing, rng=rng)
+    centre = tuple(float(rng.uniform(-j, j)) for j in FLARE_CENTRE_JITTER_MM)
+    # The phantom's own frame has the top of the field of view at z = 0; move its centre.
+    shift = (centre[0], centre[1], centre[2] + spec.shape[0] * spacing[0] / 2)
+    directions = np.asarray(FLARE_STORAGE[(index - 1) % len(FLARE_STORAGE)][1])
+    corner = first_voxel_lps(spec.shape, spacing, 0.0, shift)
     case = f"FLARE23_{index:04d}"
     write_nifti(
         phantom.hu,
         flare_root / "imagesTr" / f"{case}_0000.nii.gz",
         spacing,
-        origin_lps=(
-            float(rng.uniform(-220, -180)),
-            float(rng.uniform(-220, -180)),
-            float(rng.uniform(-50, 50)),
-        ),
+        directions=directions,
+        origin_lps=stored_origin(corner, spec.shape, spacing, directions),
     )
     return case
 
 
+def first_voxel_lps(
+    shape: tuple[int, int, int],
+    spacing: Sequence[float],
+    z_offset_mm: float,
+    shift: Sequence[float] = (0.0, 0.0, 0.0),
+) -> Vec3:
+    """Patient position (LPS, mm) of the centre of canonical voxel ``(0, 0, 0)`` of a phantom.
+
+    The phantom puts voxel ``(k, i, j)`` at ``x = (j + 0.5 - W / 2) dx``, ``y = (i + 0.5 - H /
+    2) dy`` and ``z_offset_mm + (k + 0.5) dz`` towards the feet, i.e. LPS ``z = -(z_offset_mm
+    + (k + 0.5) dz)``; ``shift`` moves the whole volume.
+
+    Args:
+        shape: Canonical ``(D, H, W)``.
+        spacing: ``(dz, dy, dx)`` mm.
+        z_offset_mm: The phantom's ``z_offset_mm``.
+        shift: Added LPS ``(x, y, z)`` mm.
+    """
+    _, h, w = shape
+    dz, dy, dx = (float(v) for v in spacing)
+    return (
+        (0.5 - w / 2) * dx + float(shift[0]),
+        (0.5 - h / 2) * dy + float(shift[1]),
+        -(z_offset_mm + 0.5 * dz) + float(shift[2]),
+    )
+
+
+def stored_origin(
+    corner: Sequence[float],
+    shape: tuple[int, int, int],
+    spacing: Sequence[float],
+    directions: np.ndarray,
+) -> Vec3:
+    """LPS position of the first *stored* voxel of a canonical volume stored along ``directions``.
+
+    Args:
+        corner: LPS position of canonical voxel ``(0, 0, 0)``.
+        shape: Canonical ``(D, H, W)``.
+        spacing: Canonical ``(dz, dy, dx)`` mm.
+        directions: ``(3, 3)``; row ``a`` is the LPS direction of stored axis ``a``.
+
+    Returns:
+        The patient position of the voxel that a stored axis flipped against the canonical
+        one starts from: the far end of that canonical axis.
+    """
+    _, flips = canonical_transform(directions)
+    origin = np.asarray(corner, dtype=float)
+    for axis, flipped in enumerate(flips):
+        if flipped:
+            origin = origin + (shape[axis] - 1) * float(spacing[axis]) * CANONICAL_DIRECTIONS[axis]
+    return (float(origin[0]), float(origin[1]), float(origin[2]))
+
+
 def _write_tables(rsna_root: Path, patients: pd.DataFrame, series: pd.DataFrame) -> None:
+    if patients.empty:  # a FLARE-only cohort
+        return
     rsna_root.mkdir(parents=True, exist_ok=True)
     columns = ["patient_id", *LABEL_COLUMNS]
     for split, name in (("train", "train.csv"), ("test", "test_labels.csv")):
