@@ -1,8 +1,12 @@
-# ctvoco on a CUDA runtime with Python 3.12.
+# ctvoco on a CUDA 13.0 runtime (Ubuntu 24.04, Python 3.12). PyPI's torch 2.14 wheels bring
+# their own CUDA 13 libraries; the host needs an NVIDIA driver that supports CUDA 13.
 #   docker build -t ctvoco .
-#   docker run --gpus all --ipc=host -v /data:/data -v $PWD/outputs:/work/outputs ctvoco \
-#       ctvoco-pretrain +experiment=flare data.root=/data/flare
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+#   docker run --gpus all --ipc=host -v /data:/data -v /cache:/work/cache \
+#       -v $PWD/outputs:/work/outputs ctvoco \
+#       ctvoco-pretrain +experiment=flare data.root=/data/FLARE23
+# The preprocessed volumes go to /work/cache (paths.cache_dir=./cache): mount a folder there,
+# or pass data.cache_dir=, so that they outlive the container.
+FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
@@ -17,9 +21,10 @@ RUN apt-get update \
     && pip install --upgrade pip setuptools wheel
 
 WORKDIR /opt/ctvoco
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY conf ./conf
 COPY src ./src
+# A regular (not editable) install: the image runs the installed package and its configs.
 RUN pip install . && ctvoco-info --version
 
 WORKDIR /work

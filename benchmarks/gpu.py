@@ -39,15 +39,19 @@ from ctvoco.preprocessing import PreprocessConfig, preprocess_volume
 from ctvoco.synth.phantom import make_phantom
 from ctvoco.voco import VoCoPretrainer, VoCoViews, update_momentum
 
-# Dense peak TFLOP/s by (device name fragment, precision); fp32 means TF32 tensor cores off.
-PEAK_TFLOPS = {
-    ("H100", "bf16"): 989.0,
-    ("H100", "fp32"): 67.0,
-    ("H200", "bf16"): 989.0,
-    ("H200", "fp32"): 67.0,
-    ("A100", "bf16"): 312.0,
-    ("A100", "fp32"): 19.5,
-}
+# Dense peak TFLOP/s by (device name fragment, precision), most specific fragment first; fp32
+# means TF32 tensor cores off. The H100 PCIe card is slower than the SXM module; the H200
+# has the SXM module's compute.
+PEAK_TFLOPS: tuple[tuple[str, str, float], ...] = (
+    ("H100 PCIe", "bf16", 756.0),
+    ("H100 PCIe", "fp32", 51.0),
+    ("H100", "bf16", 989.0),
+    ("H100", "fp32", 67.0),
+    ("H200", "bf16", 989.0),
+    ("H200", "fp32", 67.0),
+    ("A100", "bf16", 312.0),
+    ("A100", "fp32", 19.5),
+)
 VARIANTS = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
 
 
@@ -87,8 +91,9 @@ def device_name(device: torch.device) -> str:
 
 
 def peak_tflops(name: str, precision: str) -> float | None:
-    for (fragment, prec), value in PEAK_TFLOPS.items():
-        if fragment in name and prec == precision:
+    """Dense peak TFLOP/s of the device called ``name`` (as CUDA reports it), if known."""
+    for fragment, prec, value in PEAK_TFLOPS:
+        if fragment.lower() in name.lower() and prec == precision:
             return value
     return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,34 @@ def run(*args: str) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+@functools.cache
+def load_script(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (dataclasses need it in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(
+        f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+PEAK_CASES = [
+    ("NVIDIA H100 PCIe", "bf16", 756.0),
+    ("NVIDIA H100 PCIe", "fp32", 51.0),
+    ("NVIDIA H100 80GB HBM3", "bf16", 989.0),
+    ("NVIDIA H100 80GB HBM3", "fp32", 67.0),
+    ("NVIDIA H200", "bf16", 989.0),
+    ("NVIDIA A100-SXM4-80GB", "bf16", 312.0),
+    ("Tesla T4", "bf16", None),
+]
+
+
+@pytest.mark.parametrize(("name", "precision", "peak"), PEAK_CASES)
+def test_gpu_benchmark_peak_by_device_name(name: str, precision: str, peak) -> None:
+    assert load_script("gpu").peak_tflops(name, precision) == peak
 
 
 @pytest.mark.slow

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from ctvoco.cli.app import config_error_sentence, ensure_writable_dir, hydra_app
+from ctvoco.cli.app import child_command, config_error_sentence, ensure_writable_dir, hydra_app
 from ctvoco.cli.components import check_targets, wandb_mode
 from ctvoco.errors import UserError
 
@@ -52,6 +57,66 @@ def test_missing_mandatory_value_names_the_key(monkeypatch, tmp_path, capsys) ->
     assert "checkpoint" in capsys.readouterr().err
 
 
+def test_missing_value_behind_an_interpolation_names_the_key(monkeypatch, tmp_path, capsys):
+    # `init: voco:${pretrained}` with `pretrained: ???`, as in +experiment=rsna_voco.
+    overrides = ["+pretrained=???", "+init=voco:${pretrained}"]
+    with pytest.raises(SystemExit) as exc:
+        run_app(lambda cfg: None, overrides, monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "ctvoco-test: error: pretrained is required but not set (init uses it); "
+        "pass pretrained=... on the command line"
+    )
+
+
+@pytest.mark.parametrize("seed", ["abc", "1.5", "-1", "true"])
+def test_bad_seed_is_a_user_error_naming_seed(seed, monkeypatch, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_app(lambda cfg: None, [f"seed={seed}"], monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.lower().startswith(f"ctvoco-test: error: seed={seed} ") and "\n" not in err
+
+
+def test_seed_without_a_trainer_does_not_load_torch(tmp_path) -> None:
+    code = (
+        "import random, sys; from ctvoco.cli.app import seed_everything; "
+        "seed_everything(5, with_torch=False); a = random.random(); "
+        "seed_everything(5, with_torch=False); assert random.random() == a; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_impossible_hydra_flags_exit_2_with_one_line(monkeypatch, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_app(lambda cfg: None, ["-m", "--cfg", "hydra"], monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--multirun" in err and "Traceback" not in err
+
+
+def test_an_active_wandb_run_is_finished_after_the_task(monkeypatch, tmp_path) -> None:
+    finished: list[int] = []
+    fake = types.SimpleNamespace(
+        run=object(), finish=lambda exit_code=0: finished.append(exit_code)
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run_app(lambda cfg: None, [], monkeypatch, tmp_path)
+    assert finished == [0]
+
+    def failing(cfg):
+        raise UserError("bad data")
+
+    with pytest.raises(SystemExit):
+        run_app(failing, [], monkeypatch, tmp_path)
+    assert finished == [0, 1], "a failed task marks its wandb run failed"
+
+
 def test_bug_keeps_its_traceback(monkeypatch, tmp_path) -> None:
     def task(cfg):
         raise ZeroDivisionError("a real bug")
@@ -79,6 +144,68 @@ def test_unwritable_output_dir_is_a_user_error(tmp_path) -> None:
     blocker.write_text("x")
     with pytest.raises(UserError, match=r"cannot write to .*file/sub.*paths\.output_dir"):
         ensure_writable_dir(blocker / "sub", "paths.output_dir")
+
+
+def test_full_disk_is_caught_by_the_write_probe(tmp_path, monkeypatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    target = tmp_path / "run"
+    with pytest.raises(UserError, match=r"cannot write to .*run \(No space left on device\); free"):
+        ensure_writable_dir(target, "paths.output_dir")
+    assert list(target.iterdir()) == [], "the probe file is removed"
+
+
+def test_write_probe_writes_real_bytes(tmp_path, monkeypatch) -> None:
+    written: list[bytes] = []
+    real_write = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        written.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    ensure_writable_dir(tmp_path / "run", "paths.output_dir")
+    assert written and all(written), "an empty probe succeeds even on a full disk"
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_importing_the_cli_layer_loads_neither_torch_nor_lightning() -> None:
+    code = (
+        "import sys, ctvoco.cli.app, ctvoco.cli.components, ctvoco.cli.training; "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning_fabric', "
+        "'lightning') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_multirun_child_command_runs_one_job_in_its_directory() -> None:
+    command = child_command(
+        ["python", "script"],
+        ["--config-dir", "mine"],
+        ["data.fold=1", "+experiment=rsna", "paths.output_dir=elsewhere"],
+        ["hydra.mode=MULTIRUN", "hydra.sweep.dir=sweeps", "hydra.verbose=true"],
+        Path("/runs/sweep/1"),
+    )
+    assert command == [
+        "python",
+        "script",
+        "--config-dir",
+        "mine",
+        "data.fold=1",
+        "+experiment=rsna",
+        "hydra.verbose=true",
+        "paths.output_dir=/runs/sweep/1",
+        "hydra.run.dir=/runs/sweep/1",
+        "hydra.output_subdir=null",
+    ]
+    assert "-m" not in command and "--multirun" not in command
+    quoted = child_command(["p"], [], [], [], Path("/runs/a b,c"))
+    assert "paths.output_dir='/runs/a b,c'" in quoted
 
 
 def test_config_error_sentence_is_one_line() -> None:

@@ -56,6 +56,20 @@ def test_bad_override_and_unknown_backbone(tmp_path: Path) -> None:
     assert "Traceback" not in unknown.stderr
 
 
+def test_experiment_without_its_required_value_names_the_key(tmp_path: Path) -> None:
+    result = run(
+        "ctvoco-finetune",
+        "+experiment=rsna_voco",
+        f"paths.output_dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ctvoco-finetune: error: pretrained is required but not set")
+    assert "pretrained=..." in line
+
+
 def test_user_config_dir_adds_an_experiment(tmp_path: Path) -> None:
     user = tmp_path / "my_configs" / "experiment"
     user.mkdir(parents=True)
@@ -80,3 +94,18 @@ def test_info_reports_versions(tmp_path: Path) -> None:
     assert version.returncode == 0 and version.stdout.strip()
     report = run("ctvoco-info", cwd=tmp_path)
     assert "torch" in report.stdout and "CUDA available" in report.stdout
+
+
+@pytest.mark.parametrize("program", ["preprocess", "pretrain", "finetune", "predict", "synth"])
+def test_program_modules_import_no_torch(program: str) -> None:
+    """Preprocessing workers re-import the program's module (it is the main module of the
+    console script), so it must leave torch and Lightning to ``main()``."""
+    code = (
+        f"import sys, ctvoco.cli.{program}; "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning_fabric') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"

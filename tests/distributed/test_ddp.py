@@ -367,13 +367,12 @@ def _odd_validation_fold(cohort: Any, cache: Path) -> tuple[int, int]:
 
 # -------------------------------------------------- 4./5. the console scripts under DDP
 BIN = Path(sys.executable).parent
-DDP_CPU = [
-    "trainer=ddp",
-    "trainer.devices=2",
-    "trainer.accelerator=cpu",
-    "trainer.precision=32-true",
-    "trainer.sync_batchnorm=false",  # SyncBatchNorm needs GPUs
-]
+DDP_CPU = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+"""``trainer=ddp`` on CPUs exactly as a user types it: ctvoco switches ``sync_batchnorm``
+off there, and ``bf16-mixed`` runs on CPUs."""
+RANK_1_JOINED = "GLOBAL_RANK: 1, MEMBER: 2/2"
+"""Lightning's log line when rank 1 joins; on stderr, or on stdout through the run's logging
+when Lightning is imported after Hydra has set logging up."""
 RANK_LOGS = (
     "hydra.job_logging.handlers.file.filename=${hydra:runtime.output_dir}/${hydra:job.name}.log"
 )
@@ -455,7 +454,9 @@ def test_finetune_console_script_under_ddp(cli_cohort, tmp_path):
         RANK_LOGS,
         cwd=tmp_path,
     )
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
+    output = result.stdout + result.stderr
+    assert RANK_1_JOINED in output
+    assert output.count("sync_batchnorm=true needs GPUs: switched off") == 1, "rank 0 says it once"
     run_dir = only_run_dir(tmp_path, "finetune")
     assert str(run_dir.resolve()) in result.stdout
     assert_both_ranks_logged_in(run_dir)
@@ -477,7 +478,7 @@ def test_pretrain_console_script_under_ddp(cli_cohort, tmp_path):
         RANK_LOGS,
         cwd=tmp_path,
     )
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
+    assert RANK_1_JOINED in result.stdout + result.stderr
     assert "position MAE" in result.stdout
     run_dir = only_run_dir(tmp_path, "pretrain")
     assert_both_ranks_logged_in(run_dir)
@@ -485,6 +486,32 @@ def test_pretrain_console_script_under_ddp(cli_cohort, tmp_path):
     assert (run_dir / "metrics.csv").is_file()
     export = run_dir / "export" / "test_efficientnet.pt"
     assert {"conv_stem.weight"} <= set(torch.load(export, weights_only=True))
+
+
+@pytest.mark.slow
+def test_finetune_multirun_under_ddp(cli_cohort, tmp_path):
+    """``-m`` with ``trainer=ddp``: every job runs in a process of its own, and Lightning
+    re-launches that job's command (not the sweep) for rank 1, into the job's directory."""
+    sweep = tmp_path / "sweep"
+    result = run_script(
+        str(BIN / "ctvoco-finetune"),
+        "-m",
+        *DDP_CPU,
+        *cohort_data(cli_cohort),
+        *TINY_FINETUNE,
+        "trainer.max_steps=2",
+        RANK_LOGS,
+        "data.fold=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert (result.stdout + result.stderr).count(RANK_1_JOINED) == 2
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job in ("0", "1"):
+        run_dir = sweep / job
+        assert_both_ranks_logged_in(run_dir)
+        assert (run_dir / "oof.csv").is_file() and (run_dir / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"], "no stray run directories"
 
 
 @pytest.mark.slow
@@ -503,7 +530,7 @@ def test_pretrain_console_script_under_torchrun(cli_cohort, tmp_path):
         f"paths.output_dir={run_dir}",
         cwd=tmp_path,
     )
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
+    assert RANK_1_JOINED in result.stdout + result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert (run_dir / "export" / "test_efficientnet.pt").is_file()
     assert list((run_dir / "checkpoints").glob("*.ckpt"))
@@ -533,7 +560,7 @@ def ddp_sim_finetune(cli_cohort, tmp_path_factory) -> ScriptRun:
 
 @pytest.mark.slow
 def test_finetune_console_script_trains_with_ddp_sim(ddp_sim_finetune):
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in ddp_sim_finetune.result.stderr
+    assert RANK_1_JOINED in ddp_sim_finetune.result.stdout + ddp_sim_finetune.result.stderr
     run_dir = only_run_dir(ddp_sim_finetune.cwd, "finetune")
     assert list((run_dir / "checkpoints").glob("*.ckpt"))
     assert (run_dir / "metrics.csv").is_file()

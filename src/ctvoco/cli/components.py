@@ -6,6 +6,7 @@ library code receives plain Python objects.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import netrc
 import os
@@ -26,8 +27,9 @@ ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
     "lightning.pytorch.",
     "torch.optim.",
 )
-"""Modules that ``_target_`` keys may name. Configs are code: a config file can only make
-ctvoco call constructors from these packages, never arbitrary callables."""
+"""Modules that the job's ``_target_`` keys may name: ctvoco instantiates only classes from
+these packages. Configs are still code: the ``hydra`` section (``hydra.callbacks``, the
+launcher and sweeper, logging) is Hydra's, which acts on it before any check here."""
 
 
 def check_targets(cfg: Any, where: str = "") -> None:
@@ -110,11 +112,31 @@ def wandb_mode(environ: Mapping[str, str] | None = None, netrc_path: Path | None
     return "offline"
 
 
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+"""Environment variables through which torchrun, SLURM and Lightning's DDP launcher tell a
+process its rank; a process is global rank 0 when none of them is set to anything else."""
+
+_offline_notices: set[str] = set()  # save dirs whose offline notice was printed
+
+
+def is_global_rank_zero(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is global rank 0 (or not distributed), before any trainer exists.
+
+    Args:
+        environ: The environment to read (``os.environ`` by default).
+    """
+    env = os.environ if environ is None else environ
+    return all(env.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """Instantiate every logger under ``cfg.logger`` (an empty or null group gives none).
 
-    The wandb logger runs offline when no login is configured and ``WANDB_MODE`` is unset,
-    and says once where its files are and how to upload them later.
+    The wandb logger runs offline when no login is configured and ``WANDB_MODE`` is unset;
+    global rank 0 then says once where its files are and how to upload them later.
+
+    Raises:
+        UserError: ``logger=tensorboard`` without tensorboard (or tensorboardX) installed.
     """
     section = cfg.get("logger")
     if not section:
@@ -123,9 +145,12 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     for name, node in section.items():
         if not node or "_target_" not in node:
             continue
+        target = str(node["_target_"])
         extra: dict[str, Any] = {}
-        if "wandb" in str(node["_target_"]).lower():
+        if "wandb" in target.lower():
             extra = _wandb_options(node)
+        elif target.endswith("TensorBoardLogger"):
+            _require_tensorboard(name)
         check_targets(node, f"logger.{name}")
         loggers.append(instantiate(node, _convert_="all", **extra))
     return loggers
@@ -135,14 +160,25 @@ def _wandb_options(node: DictConfig) -> dict[str, Any]:
     mode = wandb_mode()
     if mode == "offline" and not node.get("offline", False):
         save_dir = Path(str(node.get("save_dir", "."))) / "wandb"
-        log.warning(
-            "wandb: no login found (WANDB_API_KEY or `wandb login`), logging offline to %s; "
-            "upload later with `wandb sync %s/offline-run-*`, or pick logger=csv",
-            save_dir,
-            save_dir,
-        )
+        if is_global_rank_zero() and str(save_dir) not in _offline_notices:
+            _offline_notices.add(str(save_dir))
+            log.warning(
+                "wandb: no login found (WANDB_API_KEY or `wandb login`), logging offline to "
+                "%s; upload later with `wandb sync %s/offline-run-*`, or pick logger=csv",
+                save_dir,
+                save_dir,
+            )
         return {"offline": True}
     return {}
+
+
+def _require_tensorboard(name: str) -> None:
+    """Stop with the install command when neither tensorboard nor tensorboardX is present."""
+    if not any(importlib.util.find_spec(module) for module in ("tensorboard", "tensorboardX")):
+        raise UserError(
+            f"logger.{name} (logger=tensorboard) needs the tensorboard package: "
+            "pip install 'ctvoco[tensorboard]', or pick logger=csv"
+        )
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
@@ -159,7 +195,35 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Iterable[Any] = ()) -> Any:
-    """The Lightning ``Trainer`` of ``cfg.trainer`` with the run's loggers and callbacks."""
+    """The Lightning ``Trainer`` of ``cfg.trainer`` with the run's loggers and callbacks.
+
+    ``trainer.sync_batchnorm`` is switched off (with one log line) when the trainer runs on
+    CPUs, where PyTorch has no ``SyncBatchNorm``: ``trainer=ddp trainer.accelerator=cpu``
+    then works as it is.
+    """
     loggers = build_loggers(cfg)
     callbacks = [*build_callbacks(cfg), *extra_callbacks]
-    return build(cfg, "trainer", logger=loggers or False, callbacks=callbacks)
+    extra: dict[str, Any] = {}
+    if _sync_batchnorm_on_cpu(cfg.get("trainer") or {}):
+        if is_global_rank_zero():
+            log.info(
+                "trainer.sync_batchnorm=true needs GPUs: switched off for this CPU run "
+                "(trainer.accelerator=%s)",
+                cfg.trainer.get("accelerator"),
+            )
+        extra["sync_batchnorm"] = False
+    return build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **extra)
+
+
+def _sync_batchnorm_on_cpu(trainer: Mapping[str, Any]) -> bool:
+    """``sync_batchnorm`` is on and the trainer runs on CPUs (``cpu``, or ``auto`` without CUDA)."""
+    if not trainer.get("sync_batchnorm", False):
+        return False
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if accelerator == "cpu":
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()

@@ -5,27 +5,21 @@ Examples::
     ctvoco-finetune +experiment=rsna data.root=/data/rsna data.fold=0
     ctvoco-finetune -m +experiment=rsna data.root=/data/rsna data.fold=0,1,2,3,4
     ctvoco-cv-report outputs/finetune/multiruns/<date>
+
+Preprocessing workers started while the cache is built import this module again (it is the
+program's main module), so torch and Lightning are imported inside :func:`main` only.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import pandas as pd
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from ctvoco.cli.app import hydra_app
-from ctvoco.cli.components import build, build_trainer
-from ctvoco.cli.training import (
-    build_datamodule,
-    make_synthetic_if_requested,
-    resolve_ckpt_path,
-    without_augmentation,
-)
-from ctvoco.reports.evaluation import write_evaluation
-from ctvoco.training.history import MetricsHistory
-from ctvoco.training.resume import RNGState
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +27,17 @@ log = logging.getLogger(__name__)
 @hydra_app("finetune")
 def main(cfg: DictConfig) -> dict[str, float]:
     """Train one fold, then evaluate the best checkpoint on the fold and write the reports."""
+    from ctvoco.cli.components import build, build_trainer
+    from ctvoco.cli.training import (
+        build_datamodule,
+        make_synthetic_if_requested,
+        resolve_ckpt_path,
+        without_augmentation,
+    )
+    from ctvoco.reports.evaluation import log_evaluation, write_evaluation
+    from ctvoco.training.history import MetricsHistory
+    from ctvoco.training.resume import RNGState
+
     output_dir = Path(cfg.paths.output_dir)
     make_synthetic_if_requested(cfg)
     views = build(cfg.model, "views")
@@ -58,24 +63,16 @@ def main(cfg: DictConfig) -> dict[str, float]:
     oof = module.last_predictions
     metrics = write_evaluation(oof, labels, output_dir, checkpoint=best)
     _print_metrics(metrics, output_dir)
-    _log_images(trainer, output_dir)
+    log_evaluation(trainer.loggers, output_dir, metrics)
     return metrics
 
 
 def _print_metrics(metrics: dict[str, float], output_dir: Path) -> None:
+    import pandas as pd
+
     table = pd.Series(metrics).to_frame("value")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"run directory: {output_dir} (oof.csv, metrics.json, plots)")
-
-
-def _log_images(trainer, output_dir: Path) -> None:
-    """Send the evaluation plots to wandb when it is the logger."""
-    for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
-            images = sorted(str(p) for p in output_dir.glob("*.png"))
-            logger.log_image(
-                key="evaluation", images=images, caption=[Path(p).stem for p in images]
-            )
 
 
 if __name__ == "__main__":

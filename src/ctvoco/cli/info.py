@@ -27,7 +27,11 @@ PACKAGES = (
     "pandas",
     "scikit-learn",
     "iterative-stratification",
+    "opencv-python-headless",
+    "safetensors",
+    "PyYAML",
     "wandb",
+    "tensorboard",
 )
 
 

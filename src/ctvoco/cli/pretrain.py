@@ -5,31 +5,39 @@ Examples::
     ctvoco-pretrain +experiment=flare data.root=/data/FLARE23
     ctvoco-pretrain +experiment=rsna_pretrain data.root=/data/rsna data.exclude_folds=[0]
     ctvoco-pretrain +experiment=demo_pretrain
+
+Preprocessing workers started while the cache is built import this module again (it is the
+program's main module), so torch and Lightning are imported inside :func:`main` only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from ctvoco.cli.app import hydra_app
-from ctvoco.cli.components import build, build_trainer
-from ctvoco.cli.training import (
-    build_datamodule,
-    make_synthetic_if_requested,
-    metric,
-    resolve_ckpt_path,
-    without_augmentation,
-)
-from ctvoco.training.history import MetricsHistory
-from ctvoco.training.resume import RNGState
-from ctvoco.voco.export import BackboneExport
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from ctvoco.voco.export import BackboneExport
 
 
 @hydra_app("pretrain")
 def main(cfg: DictConfig) -> dict[str, float | None]:
     """Pretrain, export the backbone, and report whether positions were learned."""
+    from ctvoco.cli.components import build, build_trainer
+    from ctvoco.cli.training import (
+        build_datamodule,
+        make_synthetic_if_requested,
+        metric,
+        resolve_ckpt_path,
+        without_augmentation,
+    )
+    from ctvoco.training.history import MetricsHistory
+    from ctvoco.training.resume import RNGState
+    from ctvoco.voco.export import BackboneExport
+
     output_dir = Path(cfg.paths.output_dir)
     make_synthetic_if_requested(cfg)
     views = build(cfg.model, "views")

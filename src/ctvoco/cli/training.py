@@ -49,24 +49,48 @@ def without_augmentation(views: Any) -> Any:
     return replace(views, **off) if off else views
 
 
+LAST_CHECKPOINTS = (
+    "checkpoints/last.ckpt",
+    "checkpoints/latest-step.ckpt",
+    "checkpoints/periodic/*.ckpt",
+    "hpc_ckpt_*.ckpt",
+)
+"""Where ``ckpt_path=last`` looks, relative to the run directory: the end-of-epoch, the
+every-N-steps and the periodic checkpoints, and the ones Lightning saves before a SLURM
+requeue (``hpc_ckpt_<n>.ckpt``)."""
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` as a file: a path, or ``last`` (the run directory's latest checkpoint)."""
+    """``ckpt_path`` as a file: a path, or ``last`` (the run directory's newest checkpoint).
+
+    Raises:
+        UserError: The file does not exist, or the run directory has no checkpoint.
+    """
     value = cfg.get("ckpt_path")
     if value in (None, ""):
         return None
     if value == "last":
-        folder = Path(cfg.paths.output_dir) / "checkpoints"
-        candidates = [p for p in (folder / "last.ckpt", folder / "latest-step.ckpt") if p.is_file()]
-        if not candidates:
+        run_dir = Path(cfg.paths.output_dir)
+        newest = newest_checkpoint(run_dir)
+        if newest is None:
             raise UserError(
-                f"ckpt_path=last: no last.ckpt or latest-step.ckpt in {folder}; set "
-                "paths.output_dir= to the directory of the run to resume"
+                f"ckpt_path=last: no checkpoint in {run_dir} (looked for "
+                f"{', '.join(LAST_CHECKPOINTS)}); set paths.output_dir= to the directory of "
+                "the run to resume"
             )
-        return str(max(candidates, key=lambda p: p.stat().st_mtime))
+        return str(newest)
     path = Path(str(value))
     if not path.is_file():
         raise UserError(f"ckpt_path={value}: no such checkpoint file")
     return str(path)
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The most recently written of the run directory's :data:`LAST_CHECKPOINTS`, if any."""
+    candidates = [p for pattern in LAST_CHECKPOINTS for p in run_dir.glob(pattern) if p.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns)
 
 
 def metric(trainer: Any, name: str) -> float | None:
