@@ -20,6 +20,7 @@ from ctvoco.classify.module import (
     InjuryClassifier,
     freeze_backbone_stages,
     score_predictions,
+    task_score,
 )
 from ctvoco.errors import DataError, UserError
 from ctvoco.metrics import aggregate_predictions, labels_from_classes, rsna_score
@@ -268,6 +269,51 @@ def test_frozen_parameters_stay_fixed_in_training():
     assert all(id(p) not in in_optimizer for p in module.parameters() if not p.requires_grad)
 
 
+def _bn_state(module: InjuryClassifier, prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        k: v.clone()
+        for k, v in module.state_dict().items()
+        if k.startswith(prefix)
+        and k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
+
+
+def test_frozen_stages_keep_their_batchnorm_statistics():
+    module = _module(freeze_stages=1, lr=1e-2)
+    frozen = "net.encoder.backbone.bn1."
+    frozen_block = "net.encoder.backbone.blocks.0."
+    trained = "net.encoder.backbone.blocks.1."
+    before = {p: _bn_state(module, p) for p in (frozen, frozen_block, trained)}
+    assert all(before.values())
+    _trainer(max_steps=2, limit_val_batches=1).fit(
+        module,
+        train_dataloaders=DataLoader(_train_set(), batch_size=2),
+        val_dataloaders=DataLoader(_val_set(), batch_size=2),
+    )
+    for prefix in (frozen, frozen_block):
+        for key, value in _bn_state(module, prefix).items():
+            assert torch.equal(value, before[prefix][key]), key
+    assert any(
+        not torch.equal(v, before[trained][k]) for k, v in _bn_state(module, trained).items()
+    )
+
+
+def test_train_mode_leaves_frozen_stages_in_eval_mode():
+    module = _module(freeze_stages=1)
+    modes = dict(module.train().named_modules())
+    backbone = "net.encoder.backbone."
+    assert not modes[f"{backbone}bn1"].training
+    assert not modes[f"{backbone}blocks.0.0.bn1"].training
+    assert not modes[f"{backbone}conv_stem"].training
+    assert modes[f"{backbone}blocks.1.0.bn1"].training
+    assert modes["net.sequence"].training and modes["net.encoder"].training
+    module.eval()
+    assert not any(m.training for m in module.modules())
+    module.train()
+    assert not modes[f"{backbone}bn1"].training
+    assert all(m.training for m in _module().train().modules())
+
+
 def test_freeze_more_stages_freezes_more():
     counts = [freeze_backbone_stages(create_backbone("test_efficientnet"), k) for k in (1, 2, 3)]
     assert counts[0] < counts[1] < counts[2]
@@ -284,6 +330,46 @@ def test_freeze_stages_one_freezes_the_resnet_stem():
 def test_freeze_without_feature_info_raises_user_error():
     with pytest.raises(UserError, match="feature_info"):
         freeze_backbone_stages(torch.nn.Linear(2, 2), 1)
+
+
+# --------------------------------------------------------------------------- channels last
+def _encoder_input_layouts(module: InjuryClassifier, x: torch.Tensor) -> list[bool]:
+    """Whether each batch the encoder saw was channels-last (C > 1, so it tells)."""
+    seen: list[bool] = []
+
+    def record(_: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        (slices,) = args
+        assert slices.ndim == 4
+        seen.append(slices.is_contiguous(memory_format=torch.channels_last))
+
+    handle = module.net.encoder.register_forward_pre_hook(record)
+    try:
+        with torch.no_grad():
+            module.predict_proba(x, tta=False)
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_reaches_the_encoder(channels_last):
+    module = _module(in_chans=2, channels_last=channels_last).eval()
+    x = torch.randint(0, 256, (2, S, 2, SIZE, SIZE), dtype=torch.uint8)
+    assert _encoder_input_layouts(module, x) == [channels_last]
+    stem = module.net.encoder.backbone.conv_stem.weight
+    assert stem.is_contiguous(memory_format=torch.channels_last) == channels_last
+    reference = _module(in_chans=2).eval()
+    with torch.no_grad():
+        for t, logits in module(x).items():
+            assert torch.allclose(logits, reference(x)[t], atol=1e-5), t
+
+
+def test_a_float_input_is_not_modified():
+    x = _images().float()
+    copy = x.clone()
+    with torch.no_grad():
+        _module().eval()(x)
+    assert torch.equal(x, copy)
 
 
 # --------------------------------------------------------------------------- TTA
@@ -415,6 +501,56 @@ def test_validation_is_independent_of_batching_and_order(validated):
     assert trainer.callback_metrics["val/score"].item() == pytest.approx(
         logged["val/score"], abs=1e-6
     )
+
+
+def test_task_score_is_the_competition_score_for_all(validated):
+    module, logged = validated
+    assert logged["val/task_score"] == logged["val/score"]
+    assert task_score(module.last_metrics, "all") == module.last_metrics["score"]
+
+
+LOSSES = {
+    "bowel": 0.1,
+    "extravasation": 0.9,
+    "kidney": 0.2,
+    "liver": 0.3,
+    "spleen": 0.4,
+    "any_injury": 0.8,
+    "score": 0.45,
+}
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("all", 0.45),
+        ("rest_organs", (0.1 + 0.2 + 0.3 + 0.4) / 4),
+        ("extravasation", 0.9),
+        ("kidney", 0.2),
+    ],
+)
+def test_task_score_averages_the_trained_targets(task, expected):
+    assert task_score(LOSSES, task) == pytest.approx(expected, abs=1e-15)
+
+
+def test_validation_logs_the_task_score_of_rest_organs():
+    module = _module(seed=4, task="rest_organs")
+    trainer = _trainer()
+    trainer.validate(module, dataloaders=DataLoader(_val_set(), batch_size=5))
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    organs = [logged[f"val/{t}"] for t in ("bowel", "kidney", "liver", "spleen")]
+    assert logged["val/task_score"] == pytest.approx(float(np.mean(organs)), abs=1e-6)
+    assert logged["val/task_score"] != pytest.approx(logged["val/score"], abs=1e-6)
+
+
+def test_finetune_checkpoints_select_on_the_task_score():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="ctvoco.conf", version_base="1.3"):
+        for overrides in ([], ["+experiment=rsna"], ["model.module.task=rest_organs"]):
+            cfg = compose(config_name="finetune", overrides=overrides)
+            assert cfg.callbacks.model_checkpoint.monitor == "val/task_score", overrides
+            assert cfg.callbacks.model_checkpoint.mode == "min"
 
 
 def test_non_integer_ids_raise_user_error():

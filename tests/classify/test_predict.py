@@ -190,6 +190,31 @@ def test_submission_follows_sample_submission_order(trained, test_images, tmp_pa
     assert result.submission["patient_id"].tolist() == patients[::-1]
 
 
+def test_sample_submission_ids_written_as_floats_are_accepted(trained, test_images, tmp_path):
+    patients = sorted(int(p.name) for p in test_images.iterdir())
+    listed = [f"{p}.0" for p in patients[::-1]]  # how pandas writes an int column with NaN
+    pd.DataFrame({"patient_id": listed, **dict.fromkeys(COLUMNS, 0.5)}).to_csv(
+        test_images.parent / "sample_submission.csv", index=False
+    )
+    result = predict_submission(
+        [trained.checkpoint], test_images, tmp_path / "s.csv", tta=False, device="cpu"
+    )
+    assert result.submission["patient_id"].tolist() == patients[::-1]
+
+
+@pytest.mark.parametrize("bad", ["12a", "-3", "1.5", ""])
+def test_a_bad_sample_submission_id_names_its_row(trained, test_images, tmp_path, bad):
+    patients = sorted(p.name for p in test_images.iterdir())
+    sample = test_images.parent / "sample_submission.csv"
+    pd.DataFrame({"patient_id": [patients[0], bad], **dict.fromkeys(COLUMNS, 0.5)}).to_csv(
+        sample, index=False
+    )
+    with pytest.raises(DataError, match=r"sample_submission\.csv row 3: patient_id"):
+        predict_submission(
+            [trained.checkpoint], test_images, tmp_path / "s.csv", tta=False, device="cpu"
+        )
+
+
 def test_two_checkpoints_are_averaged(trained, test_images, tmp_path):
     runs = {}
     for name, checkpoints in (
@@ -209,6 +234,49 @@ def test_two_checkpoints_are_averaged(trained, test_images, tmp_path):
     np.testing.assert_allclose(
         runs["ab"].to_numpy(), (runs["a"].to_numpy() + runs["b"].to_numpy()) / 2, atol=1e-6
     )
+
+
+def _with_views(source: Path, target: Path, **views: int) -> Path:
+    """A copy of checkpoint ``source`` that records other evaluation views."""
+    raw = torch.load(source, map_location="cpu", weights_only=True)
+    raw["hyper_parameters"]["data_config"]["views"].update(views)
+    torch.save(raw, target)
+    return target
+
+
+def test_each_checkpoint_of_an_ensemble_sees_its_own_views(trained, test_images, tmp_path):
+    six = _with_views(trained.other, tmp_path / "six.ckpt", num_slices=6, crop=40)
+    assert load_classifier(six, torch.device("cpu")).hparams.data_config["views"]["crop"] == 40
+    runs = {}
+    for name, checkpoints in (
+        ("a", [trained.checkpoint]),
+        ("b", [trained.other]),
+        ("six", [six]),
+        ("a+six", [trained.checkpoint, six]),
+    ):
+        result = predict_submission(
+            checkpoints,
+            test_images,
+            tmp_path / name / "submission.csv",
+            cache_dir=tmp_path / "cache",
+            tta=False,
+            device="cpu",
+        )
+        runs[name] = result.series.set_index(["patient_id", "series_id"]).sort_index()[COLUMNS]
+    # the same weights on 6 slices of 40 x 40 predict otherwise than on 4 slices of 48 x 48
+    assert not np.allclose(runs["six"].to_numpy(), runs["b"].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        runs["a+six"].to_numpy(), (runs["a"].to_numpy() + runs["six"].to_numpy()) / 2, atol=1e-6
+    )
+
+
+def test_checkpoints_with_other_preprocessing_are_refused(trained, test_images, tmp_path):
+    raw = torch.load(trained.other, map_location="cpu", weights_only=True)
+    raw["hyper_parameters"]["data_config"]["preprocess"]["shape"] = [8, 32, 32]
+    other = tmp_path / "other.ckpt"
+    torch.save(raw, other)
+    with pytest.raises(UserError, match=r"a\.ckpt and .*other\.ckpt .*differently preprocessed"):
+        predict_submission([trained.checkpoint, other], test_images, tmp_path / "s.csv")
 
 
 def test_tta_off_differs_from_tta_on(trained, test_images, tmp_path):
@@ -279,6 +347,15 @@ def test_patient_without_readable_series_gets_the_training_prevalence(
     assert len(others) == len(patients) - 1
 
 
+def test_a_rerun_without_failures_removes_a_stale_failed_series_csv(trained, test_images, tmp_path):
+    output = tmp_path / "submission.csv"
+    stale = output.with_name("failed_series.csv")
+    stale.write_text("key,error\n1_2,unreadable in an earlier run\n")
+    result = predict_submission([trained.checkpoint], test_images, output, device="cpu")
+    assert result.failed_series == []
+    assert not stale.exists()
+
+
 def test_an_existing_cache_is_accepted_as_input(trained, test_images, tmp_path):
     cache = tmp_path / "cache"
     first = predict_submission(
@@ -337,6 +414,19 @@ def test_discover_input_lists_series(test_images):
         assert source.key == f"{source.patient_id}_{source.series_id}"
         assert Path(source.source).parent.name == source.patient_id
         assert Path(source.source).name == source.series_id
+
+
+def test_discover_input_warns_about_non_integer_series_folders(test_images, caplog):
+    patient = sorted(p.name for p in test_images.iterdir())[0]
+    expected = {s.name for s in _series_dirs(test_images, patient)}
+    (test_images / patient / "localizer").mkdir()
+    (test_images / patient / ".hidden").mkdir()
+    with caplog.at_level(logging.WARNING, logger="ctvoco"):
+        sources, _ = discover_input(test_images)
+    assert {s.series_id for s in sources if s.patient_id == patient} == expected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("localizer" in m and "not an integer series id" in m for m in warnings)
+    assert not any(".hidden" in m for m in warnings)
 
 
 # --------------------------------------------------------------------------- CLI helper

@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import log_loss
 
 from ctvoco.metrics import (
+    EPS,
     aggregate_predictions,
     classes_from_labels,
     labels_from_classes,
@@ -42,18 +43,9 @@ def _random_classes(rng: np.random.Generator, n: int) -> np.ndarray:
     return classes
 
 
-def _random_predictions(
-    rng: np.random.Generator, ids: list[int], zeros: bool = False
-) -> pd.DataFrame:
-    """Random, unnormalised probabilities for ``ids`` (one row per id)."""
-    values = rng.uniform(0.0, 3.0, size=(len(ids), len(PREDICTION_COLUMNS)))
-    if zeros:
-        # exact zeros (but never a whole group) exercise the clipping
-        values[rng.random(values.shape) < 0.15] = 0.0
-        start = 0
-        for k in N_CLASSES:
-            values[:, start] += 0.01
-            start += k
+def _random_predictions(rng: np.random.Generator, ids: list[int]) -> pd.DataFrame:
+    """Random, unnormalised, strictly positive (soft) probabilities for ``ids``, one row each."""
+    values = rng.uniform(0.01, 3.0, size=(len(ids), len(PREDICTION_COLUMNS)))
     frame = pd.DataFrame(values, columns=list(PREDICTION_COLUMNS))
     frame.insert(0, "patient_id", ids)
     return frame
@@ -62,7 +54,9 @@ def _random_predictions(
 def _kaggle_reference(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, float]:
     """Independent reference, the Kaggle way: normalise groups, then sklearn ``log_loss``.
 
-    ``predictions`` must hold one row per patient.
+    ``predictions`` must hold one row per patient and be soft (no probability near 0 or 1):
+    scikit-learn's clipping constant changed after 2023, see
+    :func:`test_hard_predictions_are_clipped_at_1e_15`.
     """
     sub = predictions.set_index("patient_id").loc[labels["patient_id"]].reset_index(drop=True)
     sol = labels.reset_index(drop=True)
@@ -135,12 +129,12 @@ def test_hand_computed(small: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         assert result[name] == pytest.approx(value, abs=1e-12), name
 
 
-@pytest.mark.parametrize(("seed", "n", "zeros"), [(0, 7, False), (1, 50, False), (2, 200, True)])
-def test_matches_sklearn_reference(seed: int, n: int, zeros: bool) -> None:
+@pytest.mark.parametrize(("seed", "n"), [(0, 7), (1, 50), (2, 200)])
+def test_matches_sklearn_reference_on_soft_predictions(seed: int, n: int) -> None:
     rng = np.random.default_rng(seed)
     ids = [int(i) for i in rng.permutation(10_000)[:n]]
     labels = labels_from_classes(ids, _random_classes(rng, n))
-    preds = _random_predictions(rng, ids, zeros=zeros).sample(frac=1.0, random_state=seed)
+    preds = _random_predictions(rng, ids).sample(frac=1.0, random_state=seed)
     result = rsna_score(labels, preds)
     expected = _kaggle_reference(labels, preds)
     for name in expected:
@@ -158,6 +152,34 @@ def test_reference_with_an_absent_class() -> None:
     expected = _kaggle_reference(labels, preds)
     for name in expected:
         assert result[name] == pytest.approx(expected[name], abs=1e-9), name
+
+
+def test_hard_predictions_are_clipped_at_1e_15() -> None:
+    # The competition's scikit-learn clipped to [1e-15, 1 - 1e-15]: a confident wrong class
+    # costs -log(1e-15), a confident right one -log(1 - 1e-15).
+    assert EPS == 1e-15
+    labels = labels_from_classes([1, 2], np.array([[0, 0, 0, 0, 0], [1, 0, 2, 0, 0]]))
+    healthy = [(1.0, 0.0), (1.0, 0.0), (1.0, 0.0, 0.0), (1.0, 0.0, 0.0), (1.0, 0.0, 0.0)]
+    liver_high = [*healthy[:3], (0.0, 0.0, 1.0), healthy[4]]
+    # patient 1 (healthy): wrong only on the liver; patient 2: wrong on bowel and kidney
+    preds = pd.DataFrame([_prediction_row(1, liver_high), _prediction_row(2, healthy)])
+    wrong = -math.log(1e-15)
+    right = -math.log1p(-1e-15)
+    expected = {
+        "bowel": (1 * right + 2 * wrong) / 3,  # healthy (w 1) right, injured (w 2) wrong
+        "extravasation": right,
+        "kidney": (1 * right + 4 * wrong) / 5,  # healthy (w 1) right, high (w 4) wrong
+        "liver": (wrong + right) / 2,
+        "spleen": right,
+        # patient 1: p_any = 1 - p_liver_healthy = 1 but healthy; patient 2: p_any = 0, injured
+        "any_injury": (1 * wrong + 6 * wrong) / 7,
+    }
+    expected["score"] = sum(expected.values()) / 6
+    result = rsna_score(labels, preds)
+    assert result == pytest.approx(expected, abs=1e-12)
+    assert result["any_injury"] == pytest.approx(34.538776394910684, abs=1e-12)
+    # machine-epsilon clipping (newer scikit-learn) would give -log(2.2e-16) = 36.04
+    assert result["any_injury"] < 35.0
 
 
 def test_perfect_predictions_score_zero() -> None:

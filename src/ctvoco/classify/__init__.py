@@ -1,7 +1,12 @@
 """CNN-LSTM injury classification: views, network, losses, LightningModule, prediction."""
 
 from ctvoco.classify.losses import TASKS, head_loss, injury_loss, probabilities, task_targets
-from ctvoco.classify.module import InjuryClassifier, freeze_backbone_stages, score_predictions
+from ctvoco.classify.module import (
+    InjuryClassifier,
+    freeze_backbone_stages,
+    score_predictions,
+    task_score,
+)
 from ctvoco.classify.net import InjuryNet
 from ctvoco.classify.views import SliceStackViews
 
@@ -15,5 +20,6 @@ __all__ = [
     "injury_loss",
     "probabilities",
     "score_predictions",
+    "task_score",
     "task_targets",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from ctvoco.metrics.rsna import labels_from_classes, rsna_score, target_auc
 from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.models.checkpoints import load_backbone_weights
 from ctvoco.schema import PREDICTION_COLUMNS
-from ctvoco.training.guards import NonFiniteGuard
+from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
 from ctvoco.training.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,9 @@ class InjuryClassifier(pl.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warm-up steps before the cosine decay.
         min_lr_ratio: Final LR as a fraction of ``lr``.
-        freeze_stages: Freeze the stem and the first N feature stages of the backbone.
-        channels_last: Channels-last memory format for the encoder.
+        freeze_stages: Freeze the stem and the first N feature stages of the backbone
+            (no gradients; kept in evaluation mode, so BatchNorm statistics stay fixed).
+        channels_last: Channels-last memory format for the encoder and its slice batches.
         tta: Average probabilities over flips at evaluation.
         compile: ``torch.compile`` the encoder (opt-in).
         max_nonfinite: Non-finite losses tolerated before training stops.
@@ -109,8 +110,14 @@ class InjuryClassifier(pl.LightningModule):
         self.net = InjuryNet(
             SliceEncoder(encoder_backbone, "avg"), sequence, hidden, layers, slice_pooling, dropout
         )
+        self._frozen_modules: tuple[str, ...] = ()
         if freeze_stages:
             freeze_backbone_stages(encoder_backbone, freeze_stages)
+            names = {id(m): n for n, m in self.named_modules()}
+            self._frozen_modules = tuple(
+                names[id(m)] for m in frozen_stage_modules(encoder_backbone)
+            )
+            self.train(self.training)
         if channels_last:
             self.net.encoder.to(memory_format=torch.channels_last)
         self._compiled: dict[str, Any] = (
@@ -121,6 +128,7 @@ class InjuryClassifier(pl.LightningModule):
         self.last_predictions: pd.DataFrame | None = None
         self.last_metrics: dict[str, float] = {}
         self._step_started = 0.0
+        self._step_finite = True
 
     def setup(self, stage: str) -> None:
         """Remember how the data was made and the training prevalence, for prediction."""
@@ -139,34 +147,35 @@ class InjuryClassifier(pl.LightningModule):
             }
 
     # -- forward ----------------------------------------------------------------------------
-    def _inputs(self, image: Tensor) -> Tensor:
-        x = image.to(dtype=torch.float32).div_(255.0)
-        return (
-            x.contiguous(memory_format=torch.channels_last)
-            if self.hparams.channels_last and x.ndim == 4
-            else x
-        )
+    def _slices(self, image: Tensor) -> Tensor:
+        """``(B, S, C, H, W)`` uint8 -> the ``(B*S, C, H, W)`` float slice batch in [0, 1].
+
+        Channels-last when ``channels_last`` is on (the encoder's weights are too).
+        """
+        x = image.flatten(0, 1)
+        # never in place on a float input: it is the caller's tensor
+        x = x / 255.0 if x.dtype == torch.float32 else x.to(torch.float32).div_(255.0)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         """``(B, S, C, H, W)`` uint8 (or float in [0, 1] scaled by 255) -> logits per target."""
-        x = self._inputs(image)
-        if "encoder" in self._compiled:
-            b, s = x.shape[:2]
-            feats = self._compiled["encoder"](x.flatten(0, 1)).float().view(b, s, -1)
-            return self._from_features(feats)
-        return self.net(x)
+        b, s = image.shape[:2]
+        encoder = self._compiled.get("encoder", self.net.encoder)
+        feats = encoder(self._slices(image)).float().view(b, s, -1)
+        return self.net.from_features(feats)
 
-    def _from_features(self, feats: Tensor) -> dict[str, Tensor]:
-        net = self.net
-        sequence, _ = net.sequence(feats)
-        if net.pooling == "max":
-            pooled = sequence.max(dim=1).values
-        elif net.pooling == "mean":
-            pooled = sequence.mean(dim=1)
-        else:
-            pooled = net.attention(sequence)  # type: ignore[misc]
-        pooled = net.dropout(pooled)
-        return {t: head(pooled) for t, head in net.heads.items()}
+    def train(self, mode: bool = True) -> InjuryClassifier:
+        """Set the training mode; frozen backbone stages always stay in evaluation mode.
+
+        Frozen stages then keep their BatchNorm running statistics (and skip dropout and
+        stochastic depth), so they compute exactly what the loaded weights did.
+        """
+        super().train(mode)
+        for name in self._frozen_modules:
+            self.get_submodule(name).train(False)
+        return self
 
     def predict_proba(
         self, image: Tensor, tta: bool | None = None, logits: dict[str, Tensor] | None = None
@@ -195,6 +204,7 @@ class InjuryClassifier(pl.LightningModule):
         finite = self.trainer.strategy.reduce_boolean_decision(
             bool(torch.isfinite(loss).item()), all=True
         )
+        self._step_finite = finite
         if not self.guard.check(finite, self.global_step):
             self.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
             return None
@@ -207,9 +217,19 @@ class InjuryClassifier(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         elapsed = time.perf_counter() - self._step_started
+        size = batch["labels"].shape[0]
         if elapsed > 0:
-            size = batch["labels"].shape[0]
             self.log("train/volumes_per_s", size / elapsed, batch_size=size)
+        self.log("train/scaler_skipped_steps", float(self.guard.scaler_skips), batch_size=size)
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        """Step the optimiser, counting steps the fp16 gradient scaler skipped."""
+        with count_optimizer_steps(optimizer) as stepped:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self._step_finite:
+            self.guard.optimizer_step(bool(stepped.count), self.global_step)
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -254,8 +274,9 @@ class InjuryClassifier(pl.LightningModule):
         predictions, labels = _frames(merged)
         metrics = score_predictions(labels, predictions)
         self.last_predictions, self.last_metrics = predictions, metrics
+        logged = {**metrics, "task_score": task_score(metrics, self.hparams.task)}
         self.log_dict(
-            {f"val/{k}": v for k, v in metrics.items() if np.isfinite(v)}, rank_zero_only=True
+            {f"val/{k}": v for k, v in logged.items() if np.isfinite(v)}, rank_zero_only=True
         )
 
     def predict_step(
@@ -285,6 +306,21 @@ def score_predictions(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[s
     return metrics
 
 
+def task_score(losses: Mapping[str, float], task: str) -> float:
+    """The model-selection score of a task: the mean loss over what the task trains.
+
+    The trained targets' losses, plus ``any_injury`` for ``all`` only, so that ``all``
+    selects on the competition score itself (``task_score == score``) and a task that
+    leaves heads untrained is not judged on their random outputs.
+
+    Args:
+        losses: At least the losses of :func:`ctvoco.metrics.rsna_score`.
+        task: ``all``, ``rest_organs`` or one target.
+    """
+    names = (*task_targets(task), "any_injury") if task == "all" else task_targets(task)
+    return float(np.mean([losses[name] for name in names]))
+
+
 def _as_int_tensor(values: Sequence[Any], device: torch.device) -> Tensor:
     try:
         return torch.as_tensor([int(v) for v in values], dtype=torch.int64, device=device)
@@ -310,27 +346,52 @@ def _frames(merged: dict[str, Tensor]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return predictions, labels
 
 
+def _stage_prefix(backbone: torch.nn.Module, stages: int) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, module)`` of everything up to the end of feature stage ``stages``.
+
+    timm registers modules in forward order, so this is the stem and the first ``stages``
+    stages (timm ``feature_info``), plus the containers that hold them.
+    """
+    info = getattr(backbone, "feature_info", None)
+    modules = [entry["module"] for entry in info] if info else []
+    if not modules:
+        raise UserError(f"{type(backbone).__name__} has no feature_info; cannot freeze stages")
+    boundary = modules[min(stages, len(modules)) - 1]
+    named = list(backbone.named_modules())
+    inside = [i for i, (n, _) in enumerate(named) if n == boundary or n.startswith(boundary + ".")]
+    return named[: (inside[-1] + 1) if inside else 0]
+
+
 def freeze_backbone_stages(backbone: torch.nn.Module, stages: int) -> int:
     """Freeze the stem and the first ``stages`` feature stages (timm ``feature_info``).
 
     Returns:
         The number of frozen parameter tensors.
     """
-    info = getattr(backbone, "feature_info", None)
-    modules = [entry["module"] for entry in info] if info else []
-    if not modules:
-        raise UserError(f"{type(backbone).__name__} has no feature_info; cannot freeze stages")
-    stages = min(stages, len(modules))
-    boundary = modules[stages - 1]
-    named = list(backbone.named_modules())
-    inside = [i for i, (n, _) in enumerate(named) if n == boundary or n.startswith(boundary + ".")]
-    cut = (inside[-1] + 1) if inside else 0
     frozen = 0
-    # Everything registered up to the end of the boundary stage: the stem and earlier stages
-    # (timm registers modules in forward order).
-    for name, module in named[:cut]:
+    for name, module in _stage_prefix(backbone, stages):
         for param in module.parameters(recurse=False):
             param.requires_grad_(False)
             frozen += 1
         log.debug("frozen %s", name)
     return frozen
+
+
+def frozen_stage_modules(backbone: torch.nn.Module) -> list[torch.nn.Module]:
+    """The largest submodules of ``backbone`` whose parameters are all frozen.
+
+    Only modules that hold parameters (directly or below) count, and a module is listed
+    only if no ancestor is; the backbone itself when everything is frozen.
+    """
+    found: list[torch.nn.Module] = []
+
+    def visit(module: torch.nn.Module) -> None:
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            found.append(module)
+            return
+        for child in module.children():
+            visit(child)
+
+    visit(backbone)
+    return found

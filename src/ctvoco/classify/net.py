@@ -86,7 +86,10 @@ class InjuryNet(nn.Module):
         return self.encoder(x.flatten(0, 1)).float().view(b, s, -1)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        features = self.slice_features(x)
+        return self.from_features(self.slice_features(x))
+
+    def from_features(self, features: Tensor) -> dict[str, Tensor]:
+        """``(B, S, F)`` slice features -> logits per target, ``(B, 1)`` or ``(B, 3)``."""
         sequence, _ = self.sequence(features)  # (B, S, 2*hidden)
         if self.pooling == "max":
             pooled = sequence.max(dim=1).values

@@ -2,8 +2,9 @@
 
 ``predict_submission`` reads a DICOM tree in the competition's ``test_images`` layout
 (``<patient_id>/<series_id>/*.dcm``) or an existing volume cache, preprocesses what is
-needed exactly as the models were trained, runs every checkpoint (with test-time flips),
-averages the checkpoints, aggregates series per patient and writes a valid submission:
+needed exactly as the models were trained, runs every checkpoint on its own input views
+(the slices and crop it was trained with; test-time flips), averages the checkpoints,
+aggregates series per patient and writes a valid submission:
 every patient once, each target's probabilities summing to 1. A series that cannot be read
 is reported; its patient is predicted from its other series or, failing that, from the
 training prevalence, with a warning — never a missing row.
@@ -28,7 +29,7 @@ from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.classify.module import InjuryClassifier
 from ctvoco.classify.views import SliceStackViews
 from ctvoco.data.dataset import CachedVolumeDataset
-from ctvoco.data.rsna import is_id
+from ctvoco.data.rsna import is_id, parse_id
 from ctvoco.errors import DataError, UserError
 from ctvoco.metrics.rsna import aggregate_predictions
 from ctvoco.preprocessing.pipeline import ALGORITHM_VERSION, PreprocessConfig
@@ -78,14 +79,14 @@ def discover_input(input_dir: Path) -> tuple[list[SeriesSource], list[str]]:
             log.warning("%s: not an integer patient id, skipped", patient_dir)
             continue
         patients.append(patient_dir.name)
-        for series_dir in sorted(p for p in patient_dir.iterdir() if p.is_dir()):
-            if is_id(series_dir.name):
-                pid, sid = patient_dir.name, series_dir.name
-                sources.append(
-                    SeriesSource(
-                        f"{int(pid)}_{int(sid)}", str(series_dir), str(int(pid)), str(int(sid))
-                    )
-                )
+        for series_dir in sorted(
+            p for p in patient_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
+            if not is_id(series_dir.name):
+                log.warning("%s: not an integer series id, skipped", series_dir)
+                continue
+            pid, sid = int(patient_dir.name), int(series_dir.name)
+            sources.append(SeriesSource(f"{pid}_{sid}", str(series_dir), str(pid), str(sid)))
     if not patients:
         raise UserError(f"input={input_dir}: expected <patient_id>/<series_id>/*.dcm folders")
     return sources, [str(int(p)) for p in patients]
@@ -107,7 +108,8 @@ def predict_submission(
     """Write ``output`` (submission CSV) for every patient under ``input_dir``.
 
     Args:
-        checkpoints: One or more classifier checkpoints (ensembled by averaging).
+        checkpoints: One or more classifier checkpoints (ensembled by averaging). They
+            must share their preprocessing; each sees the slices and crop it was trained on.
         input_dir: ``test_images`` tree (or its parent), or an existing volume cache.
         output: Submission CSV path.
         cache_dir: Where to cache preprocessed series (default: beside ``output``).
@@ -130,26 +132,42 @@ def predict_submission(
     )
     models = [load_classifier(p, dev) for p in checkpoints]
     data_config = models[0].hparams.data_config
-    if any(m.hparams.data_config["preprocess"] != data_config["preprocess"] for m in models[1:]):
-        raise UserError(
-            "the checkpoints were trained on differently preprocessed data; ensemble them separately"
-        )
+    for path, model in zip(checkpoints[1:], models[1:], strict=True):
+        if model.hparams.data_config["preprocess"] != data_config["preprocess"]:
+            raise UserError(
+                f"checkpoints {checkpoints[0]} and {path} were trained on differently "
+                "preprocessed data; ensemble them separately"
+            )
     input_dir = Path(input_dir)
     cache, items, patients, failed = _prepare_cache(
         input_dir, output, cache_dir, data_config, preprocess_workers
     )
-    views = _eval_views(data_config.get("views", {}))
+    order = _submission_order(input_dir, patients)  # a bad sample_submission fails early
+    views = [_eval_views(m.hparams.data_config.get("views", {})) for m in models]
     series = _run_models(models, cache, items, views, batch_size, num_workers, tta, dev)
-    submission, fallback = _submission(series, patients, models, aggregate, input_dir)
-    out = Path(output)
+    submission, fallback = _submission(series, order, models, aggregate)
+    _write_outputs(Path(output), submission, series, failed)
+    return Prediction(submission, series, failed, fallback)
+
+
+def _write_outputs(
+    out: Path, submission: pd.DataFrame, series: pd.DataFrame, failed: list[dict[str, Any]]
+) -> None:
+    """The submission (atomically), ``series_predictions.csv`` and ``failed_series.csv``.
+
+    ``failed_series.csv`` lists this run's unusable series; a run without any removes the
+    file an earlier run may have left.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     submission.to_csv(tmp, index=False)
     tmp.replace(out)
     series.to_csv(out.with_name("series_predictions.csv"), index=False)
+    failed_csv = out.with_name("failed_series.csv")
     if failed:
-        pd.DataFrame(failed).to_csv(out.with_name("failed_series.csv"), index=False)
-    return Prediction(submission, series, failed, fallback)
+        pd.DataFrame(failed).to_csv(failed_csv, index=False)
+    else:
+        failed_csv.unlink(missing_ok=True)
 
 
 def _prepare_cache(
@@ -214,38 +232,53 @@ def _run_models(
     models: list[InjuryClassifier],
     cache: VolumeCache,
     items: pd.DataFrame,
-    views: SliceStackViews,
+    views: list[SliceStackViews],
     batch_size: int,
     num_workers: int,
     tta: bool | None,
     device: torch.device,
 ) -> pd.DataFrame:
+    """Series-level probabilities averaged over the models, shape ``(len(items), 2 + 13)``.
+
+    ``views[i]`` are the evaluation views model ``i`` was trained with (its own slices and
+    crop); models sharing views share one pass over the data.
+    """
     columns = ["patient_id", "series_id", *PREDICTION_COLUMNS]
     if items.empty:
         return pd.DataFrame(columns=columns)
-    loader = DataLoader(
-        CachedVolumeDataset(items, views), batch_size=batch_size, num_workers=num_workers
-    )
     total = np.zeros((len(items), len(PREDICTION_COLUMNS)))
-    for model in models:
+    for view, group in _by_views(models, views).items():
+        loader = DataLoader(
+            CachedVolumeDataset(items, view), batch_size=batch_size, num_workers=num_workers
+        )
         offset = 0
         for batch in loader:
-            probs = model.predict_proba(batch["image"].to(device), tta=tta).float().cpu().numpy()
-            total[offset : offset + len(probs)] += probs
-            offset += len(probs)
+            image = batch["image"].to(device)
+            for model in group:
+                probs = model.predict_proba(image, tta=tta).float().cpu().numpy()
+                total[offset : offset + len(probs)] += probs
+            offset += len(image)
     frame = pd.DataFrame(total / len(models), columns=list(PREDICTION_COLUMNS))
     frame.insert(0, "series_id", items["series_id"].to_numpy())
     frame.insert(0, "patient_id", items["patient_id"].to_numpy())
     return frame
 
 
+def _by_views(
+    models: list[InjuryClassifier], views: list[SliceStackViews]
+) -> dict[SliceStackViews, list[InjuryClassifier]]:
+    """The models grouped by their input views, in first-seen order."""
+    groups: dict[SliceStackViews, list[InjuryClassifier]] = {}
+    for model, view in zip(models, views, strict=True):
+        groups.setdefault(view, []).append(model)
+    return groups
+
+
 def _submission(
-    series: pd.DataFrame,
-    patients: list[str],
-    models: list[InjuryClassifier],
-    aggregate: str,
-    input_dir: Path,
+    series: pd.DataFrame, order: list[str], models: list[InjuryClassifier], aggregate: str
 ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per patient of ``order`` (in that order), groups normalised; and the patients
+    predicted from the training prevalence."""
     per_patient = (
         aggregate_predictions(series.drop(columns="series_id"), aggregate) if len(series) else None
     )
@@ -255,7 +288,7 @@ def _submission(
         else {str(r["patient_id"]): r for r in per_patient.to_dict("records")}
     )
     prevalence = _prevalence(models)
-    fallback = [p for p in patients if p not in rows]
+    fallback = [p for p in order if p not in rows]
     for patient in fallback:
         log.warning(
             "patient %s has no readable series: predicting the training prevalence", patient
@@ -264,7 +297,6 @@ def _submission(
             "patient_id": patient,
             **dict(zip(PREDICTION_COLUMNS, prevalence, strict=True)),
         }
-    order = _submission_order(input_dir, patients)
     frame = pd.DataFrame([rows[p] for p in order])
     frame["patient_id"] = frame["patient_id"].astype(int)
     for target in TARGETS:
@@ -291,7 +323,22 @@ def _submission_order(input_dir: Path, patients: list[str]) -> list[str]:
         input_dir.parent / "sample_submission.csv",
     ):
         if candidate.is_file():
-            listed = [str(int(p)) for p in pd.read_csv(candidate)["patient_id"]]
-            missing = [p for p in patients if p not in listed]
-            return [p for p in listed if p in patients] + missing
+            listed = list(dict.fromkeys(_listed_patients(candidate)))
+            known, seen = set(patients), set(listed)
+            return [p for p in listed if p in known] + [p for p in patients if p not in seen]
     return sorted(patients, key=int)
+
+
+def _listed_patients(path: Path) -> list[str]:
+    """The patient ids of a ``sample_submission.csv``, as canonical integer strings."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+    if "patient_id" not in frame.columns:
+        raise DataError(f"{path}: no patient_id column")
+    # row numbers as a spreadsheet shows them: the header is row 1
+    return [
+        str(parse_id(value, "patient_id", f"{path} row {row}"))
+        for row, value in enumerate(frame["patient_id"], start=2)
+    ]

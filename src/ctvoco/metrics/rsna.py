@@ -17,12 +17,15 @@ healthy / low / high). The score is the mean of six sample-weighted log losses:
    log loss with weights 1 (healthy) / 6 (injured).
 
 Clip and normalise order. Kaggle's metric normalises each group and then calls
-``sklearn.metrics.log_loss(y_true, y_pred, sample_weight=w)``. The installed scikit-learn
-(1.9) clips to ``[eps, 1 - eps]`` with ``eps = np.finfo(float64).eps`` (about 2.2e-16,
-not the older fixed 1e-15) and does *not* renormalise after clipping; for a binary
-prediction ``p`` it first forms ``[1 - p, p]`` and then clips. This module does exactly
-that: normalise group -> clip -> weighted log loss. The scikit-learn of 2023 also
-renormalised the clipped rows, which moves a loss by less than 1e-15 and is not done here.
+``sklearn.metrics.log_loss(y_true, y_pred, sample_weight=w)``; the scikit-learn the
+competition was scored with (2023) clipped to ``[1e-15, 1 - 1e-15]``. This module does
+exactly that, whatever scikit-learn is installed: normalise group -> clip to
+``[EPS, 1 - EPS]`` with ``EPS = 1e-15`` -> weighted log loss. For a binary prediction ``p``
+the pair ``[1 - p, p]`` is formed first and then clipped. The 2023 scikit-learn also
+renormalised the clipped rows, which moves a loss by less than 1e-14 and is not done here.
+Newer scikit-learn releases clip at the float64 machine epsilon instead (about 2.2e-16):
+a confident wrong prediction then costs ``-log(2.2e-16) = 36.04`` instead of
+``-log(1e-15) = 34.54``, so only predictions away from hard 0 / 1 agree with them.
 
 Predictions may hold several rows per patient (one per CT series); they are first
 reduced per patient and column with ``max`` (default) or ``mean``
@@ -60,8 +63,8 @@ __all__ = [
     "target_auc",
 ]
 
-EPS: Final[float] = float(np.finfo(np.float64).eps)
-"""Probabilities are clipped to ``[EPS, 1 - EPS]``, as ``sklearn.metrics.log_loss`` does."""
+EPS: Final[float] = 1e-15
+"""Probabilities are clipped to ``[EPS, 1 - EPS]``, as the competition's scikit-learn did."""
 
 AGGREGATIONS: Final[tuple[str, ...]] = ("max", "mean")
 """The allowed per-patient aggregations of several prediction rows."""

@@ -1,15 +1,23 @@
-"""Write the evaluation of a fold: ``oof.csv``, ``metrics.json``/``metrics.md`` and plots."""
+"""Write the evaluation of a fold: ``oof.csv``, ``metrics.json``/``metrics.md`` and plots.
+
+:func:`log_evaluation` sends the same evaluation to wandb when it is one of the loggers.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from ctvoco.classify.module import score_predictions
 from ctvoco.reports.plots import plot_calibration, plot_confusion, plot_roc
 from ctvoco.schema import SCORE_COLUMNS
+
+log = logging.getLogger(__name__)
 
 
 def write_evaluation(
@@ -46,3 +54,49 @@ def write_evaluation(
     plot_confusion(labels, predictions, directory / "confusion.png")
     plot_calibration(labels, predictions, directory / "calibration.png")
     return metrics
+
+
+def log_evaluation(
+    loggers: Iterable[Any], directory: str | Path, metrics: Mapping[str, float]
+) -> None:
+    """Send the evaluation written by :func:`write_evaluation` to every wandb logger.
+
+    Logs the plots (``evaluation``), the metric table (``evaluation/metrics``: one row per
+    metric) and ``oof.csv`` as a ``predictions`` artifact. Other loggers are skipped, and so
+    is a disabled wandb run (``WANDB_MODE=disabled``), which then writes no wandb files.
+
+    Args:
+        loggers: The trainer's loggers.
+        directory: The run directory holding ``oof.csv`` and the plots.
+        metrics: What :func:`write_evaluation` returned.
+    """
+    directory = Path(directory)
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        run = logger.experiment
+        if getattr(run, "disabled", False):
+            continue
+        images = sorted(str(p) for p in directory.glob("*.png"))
+        if images:
+            logger.log_image(
+                key="evaluation", images=images, caption=[Path(p).stem for p in images]
+            )
+        logger.log_table(
+            key="evaluation/metrics",
+            columns=["metric", "value"],
+            data=[[name, float(value)] for name, value in metrics.items()],
+        )
+        _log_oof_artifact(run, directory / "oof.csv")
+
+
+def _log_oof_artifact(run: Any, oof: Path) -> None:
+    """``oof.csv`` as a wandb artifact named after the run."""
+    if not oof.is_file():
+        log.warning("wandb: %s not found, no predictions artifact logged", oof)
+        return
+    import wandb
+
+    artifact = wandb.Artifact(f"oof-{run.id}", type="predictions")
+    artifact.add_file(str(oof), name="oof.csv")
+    run.log_artifact(artifact)
