@@ -48,7 +48,7 @@ def test_state_round_trip_keeps_counting():
     guard = NonFiniteGuard(3)
     guard.check(False, 0)
     guard.check(False, 1)
-    assert guard.state_dict() == {"count": 2}
+    assert guard.state_dict() == {"count": 2, "scaler_skips": 0}
     resumed = NonFiniteGuard(3)
     resumed.load_state_dict(guard.state_dict())
     assert resumed.count == 2
@@ -66,3 +66,24 @@ def test_error_is_a_runtime_error():
 def test_gather_with_grad_is_identity_without_distributed():
     x = torch.randn(2, 3, requires_grad=True)
     assert gather_with_grad(x) is x
+
+
+def test_scaler_skips_are_counted_apart_and_reset_by_a_taken_step() -> None:
+    guard = NonFiniteGuard(max_count=0, max_consecutive_scaler_skips=3)
+    for step in range(2):
+        guard.optimizer_step(False, step)
+    guard.optimizer_step(True, 2)
+    guard.optimizer_step(False, 3)
+    guard.optimizer_step(False, 4)
+    assert (guard.count, guard.scaler_skips, guard.consecutive_scaler_skips) == (0, 4, 2)
+    with pytest.raises(NonFiniteLossError, match="3 optimiser steps in a row"):
+        guard.optimizer_step(False, 5)
+
+
+def test_scaler_skips_survive_a_checkpoint() -> None:
+    guard = NonFiniteGuard()
+    guard.optimizer_step(False, 0)
+    guard.check(False, 1)
+    restored = NonFiniteGuard()
+    restored.load_state_dict(guard.state_dict())
+    assert (restored.count, restored.scaler_skips) == (1, 1)

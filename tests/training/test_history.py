@@ -82,6 +82,18 @@ def test_learning_curves_png_at_fit_end(finished):
     assert not (history.directory / ".metrics.csv.tmp").exists()
 
 
+def test_validation_after_fit_adds_no_row(tmp_path: Path):
+    history = MetricsHistory(tmp_path / "run")
+    trainer = fit(history, epochs=3)
+    assert trainer.current_epoch == 3  # what a row for the validation run would be keyed by
+    rows_after_fit = {e: dict(r) for e, r in history.rows.items()}
+    trainer.validate(trainer.lightning_module, data())
+    assert history.rows == rows_after_fit
+    frame = pd.read_csv(history.csv_path)
+    assert list(frame["epoch"]) == [0, 1, 2]
+    assert frame["val/loss"].notna().all()
+
+
 def test_rows_survive_state_dict_round_trip(finished, tmp_path: Path):
     history, _ = finished
     restored = MetricsHistory(tmp_path)
@@ -133,3 +145,38 @@ def test_plot_falls_back_to_all_metrics(tmp_path: Path):
     frame = pd.DataFrame({"epoch": [0, 1], "val/auc": [0.5, 0.6], "step": [1, 2]})
     out = plot_learning_curves(frame, ("loss",), tmp_path / "plots" / "curves.png")
     assert out.is_file()
+
+
+class StepLogger(pl.LightningModule):
+    """Logs per step only: a loss equal to the batch index and a growing counter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        self.log("train/loss", float(batch_idx))
+        self.log("train/nonfinite_count", float(self.global_step))
+        return self.layer(batch[0]).sum() * 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_train_metrics_are_epoch_means_and_counters_their_last_value(tmp_path: Path):
+    history = MetricsHistory(tmp_path)
+    x = torch.randn(8, 3)
+    loader = DataLoader(TensorDataset(x, x), batch_size=2)  # batch indices 0, 1, 2, 3
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[history],
+    )
+    trainer.fit(StepLogger(), loader)
+    frame = pd.read_csv(history.csv_path)
+    assert frame["train/loss"].tolist() == [1.5, 1.5]  # mean of 0..3, not the last batch's 3
+    assert frame["train/nonfinite_count"].tolist() == [3.0, 7.0]

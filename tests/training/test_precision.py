@@ -4,8 +4,10 @@ Each test runs a tiny ``pl.Trainer(accelerator="cpu")`` over in-memory dict batc
 helpers of the module tests) with timm's ``test_efficientnet``. Covered: finite losses under
 both supported precisions, that autocast really runs the encoder in bfloat16, gradient
 clipping under bf16-mixed (observed after the clip, on the optimiser step), the non-finite
-loss policy under bf16-mixed, float32 classifier losses from bfloat16 logits, and what
-Lightning does with ``16-mixed`` on a CPU.
+loss policy under bf16-mixed, float32 classifier losses from bfloat16 logits, what
+Lightning does with ``trainer.precision=16-mixed`` on a CPU, and real fp16 (a float16
+autocast plugin with a CPU gradient scaler): steps the scaler skips leave the EMA teacher
+alone and are counted as non-finite.
 """
 
 from __future__ import annotations
@@ -300,3 +302,99 @@ def test_16_mixed_on_cpu_falls_back_to_bf16_mixed_with_a_warning() -> None:
     run.fit(module, batches("classifier", count=2))
     assert dtypes.dtypes == {torch.bfloat16}, "the fallback computes in bfloat16, not float16"
     assert math.isfinite(float(losses.losses[0]))
+
+
+# ------------------------------------------------------------------------ fp16 gradient scaler
+def fp16_plugin(init_scale: float = 2.0**16) -> MixedPrecision:
+    """Real ``16-mixed`` on a CPU: float16 autocast with a CPU gradient scaler."""
+    return MixedPrecision(
+        "16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=init_scale)
+    )
+
+
+def shifted_teacher(module: VoCoPretrainer) -> dict[str, torch.Tensor]:
+    """Move the teacher away from the student (an EMA step then changes it) and snapshot it."""
+    with torch.no_grad():
+        for p in [*module.teacher_encoder.parameters(), *module.teacher_head.parameters()]:
+            p.add_(0.05)
+    return parameters(module.teacher_encoder) | parameters(module.teacher_head)
+
+
+def teacher_changes(module: VoCoPretrainer, before: dict[str, torch.Tensor]) -> list[str]:
+    after = parameters(module.teacher_encoder) | parameters(module.teacher_head)
+    return [k for k in before if not torch.equal(before[k], after[k])]
+
+
+def test_fp16_scaler_skipped_steps_leave_the_teacher_alone_and_are_counted() -> None:
+    module = make("voco", max_nonfinite=5)
+    teacher = shifted_teacher(module)
+    student = parameters(module.student_encoder)
+    # Finite losses, infinite gradients: the scaler skips optimizer.step() every time.
+    weight = next(module.student_head.parameters())
+    weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    losses, plugin = LossRecorder(), fp16_plugin()
+    run = trainer(
+        max_steps=-1, max_epochs=1, limit_train_batches=2, plugins=[plugin], callbacks=[losses]
+    )
+    run.fit(module, batches("voco", count=2, batch_size=1))
+
+    assert all(loss is not None and math.isfinite(float(loss)) for loss in losses.losses)
+    assert plugin.scaler.get_scale() == 2.0**14, "the scaler backed off twice: both skipped"
+    assert not [
+        k for k in student if not torch.equal(student[k], parameters(module.student_encoder)[k])
+    ]
+    changed = teacher_changes(module, teacher)
+    assert not changed, f"{len(changed)} teacher tensors moved on scaler-skipped steps"
+    assert module.guard.count == 0, "the losses were finite"
+    assert module.guard.scaler_skips == 2, "both skipped steps are counted"
+    assert float(run.callback_metrics["train/scaler_skipped_steps"]) == 2.0
+    assert float(run.callback_metrics["train/nonfinite_count"]) == 0.0
+
+
+def test_fp16_scaler_skips_stop_the_run_only_when_unbroken() -> None:
+    module = make("voco", max_nonfinite=0)
+    module.guard.max_consecutive_scaler_skips = 3
+    next(module.student_head.parameters()).register_hook(
+        lambda grad: torch.full_like(grad, float("nan"))
+    )
+    run = trainer(max_steps=-1, max_epochs=1, limit_train_batches=4, plugins=[fp16_plugin()])
+    with pytest.raises(NonFiniteLossError, match="3 optimiser steps in a row"):
+        run.fit(module, batches("voco", count=4, batch_size=1))
+    assert module.guard.scaler_skips == 3
+    assert module.guard.count == 0
+
+
+def test_fp16_steps_the_scaler_takes_update_the_teacher() -> None:
+    module = make("voco", max_nonfinite=0)  # any skipped step would raise
+    teacher = shifted_teacher(module)
+    dtypes, plugin = EncoderOutputDtype(), fp16_plugin(init_scale=1.0)  # no overflow
+    run = trainer(max_steps=2, plugins=[plugin], callbacks=[dtypes])
+    run.fit(module, batches("voco", count=2, batch_size=1))
+
+    assert dtypes.dtypes == {torch.float16}, "the encoder really ran in float16"
+    assert plugin.scaler.get_scale() == 1.0, "no step was skipped"
+    assert module.guard.count == 0
+    assert teacher_changes(module, teacher), "the EMA teacher moved"
+    assert float(run.callback_metrics["train/nonfinite_count"]) == 0.0
+
+
+class SkipOptimizerSteps(pl.Callback):
+    """Stands in for the fp16 scaler skipping ``optimizer.step()`` (fp16 LSTMs have no CPU
+    kernels): the closure runs, the step does not."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for optimizer in trainer.optimizers:
+            optimizer.step = lambda closure=None: closure()
+
+
+def test_skipped_classifier_optimizer_steps_are_counted() -> None:
+    module = make("classifier", max_nonfinite=0)
+    before = parameters(module.net)
+    run = trainer(
+        max_steps=-1, max_epochs=1, limit_train_batches=2, callbacks=[SkipOptimizerSteps()]
+    )
+    run.fit(module, batches("classifier", count=2, batch_size=1))
+    assert module.guard.count == 0
+    assert module.guard.scaler_skips == 2
+    assert float(run.callback_metrics["train/scaler_skipped_steps"]) == 2.0
+    assert all(torch.equal(before[k], v) for k, v in parameters(module.net).items())

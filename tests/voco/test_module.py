@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ctvoco.errors import UserError
 from ctvoco.training.guards import NonFiniteLossError
-from ctvoco.voco.losses import VoCoLossOutput
-from ctvoco.voco.module import VoCoPretrainer
+from ctvoco.voco.losses import VoCoLossOutput, similarity
+from ctvoco.voco.module import VoCoPretrainer, first_occurrences, unique_gathered
+from ctvoco.voco.position import position_errors
 from ctvoco.voco.views import VoCoViews
 
 BACKBONE = "test_efficientnet"
@@ -265,7 +266,7 @@ def test_nonfinite_losses_are_skipped_and_counted(monkeypatch, tmp_path: Path):
     path = tmp_path / "nan.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    assert checkpoint["nonfinite_guard"] == {"count": 2}
+    assert checkpoint["nonfinite_guard"] == {"count": 2, "scaler_skips": 0}
     restored = VoCoPretrainer.load_from_checkpoint(path, map_location="cpu")
     assert restored.guard.count == 2
 
@@ -300,7 +301,7 @@ def test_guard_state_hooks_round_trip():
     module.guard.count = 4
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
-    assert checkpoint["nonfinite_guard"] == {"count": 4}
+    assert checkpoint["nonfinite_guard"] == {"count": 4, "scaler_skips": 0}
     other = make_module()
     other.on_load_checkpoint(checkpoint)
     assert other.guard.count == 4
@@ -323,6 +324,112 @@ def test_validation_logs_position_metrics():
     assert 0.0 <= float(metrics["val/position_mae"]) <= 1.0
     assert 0.0 < float(metrics["val/position_mae_trivial"]) < 1.0
     assert module._val_sims == [] and module._val_targets == []
+
+
+# ------------------------------------------------- validation over ranks: sampler padding
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        ([0, 2, 4, 1, 3, 0], [0, 1, 2, 3, 4]),  # 5 volumes on 2 ranks: rank 1 repeats 0
+        ([3, 3, 3], [0]),
+        ([5, 1, 5, 1, 2], [0, 1, 4]),
+        ([-1, 0, -1, 0], [0, 1, 2]),  # unknown indices are all kept
+        ([], []),
+    ],
+)
+def test_first_occurrences(index, expected):
+    keep = first_occurrences(torch.tensor(index, dtype=torch.long))
+    assert keep.dtype == torch.long
+    assert keep.tolist() == expected
+
+
+def sampler_shards(size: int, world: int) -> list[list[int]]:
+    """The indices ``DistributedSampler`` gives each rank (no shuffling, padded)."""
+    data = list(range(size))
+    return [
+        list(DistributedSampler(data, num_replicas=world, rank=rank, shuffle=False))
+        for rank in range(world)
+    ]
+
+
+def test_unique_gathered_scores_every_volume_once():
+    shards = sampler_shards(5, 2)
+    assert shards == [[0, 2, 4], [1, 3, 0]], "the sampler pads rank 1 with volume 0"
+    # Per-volume results that depend on the rank: the padded repeat differs from the original.
+    sims = torch.stack(
+        [
+            torch.full((3, 2, 4), 10.0 * r) + torch.tensor(s).view(3, 1, 1)
+            for r, s in enumerate(shards)
+        ]
+    )
+    targets = sims + 0.5
+    index = torch.tensor(shards)
+    kept_sims, kept_targets = unique_gathered(sims, targets, index)
+    assert kept_sims.shape == (5, 2, 4)
+    # rank-major, first occurrence: [0, 2, 4] from rank 0, then [1, 3] from rank 1
+    assert kept_sims[:, 0, 0].tolist() == [0.0, 2.0, 4.0, 11.0, 13.0]
+    torch.testing.assert_close(kept_targets, kept_sims + 0.5)
+
+
+class IndexedSamples(VolumeSamples):
+    """:class:`VolumeSamples` with the dataset index, as :class:`ctvoco.data.VolumeDataset`."""
+
+    def __getitem__(self, index: int) -> dict:
+        return {**super().__getitem__(index), "index": index}
+
+
+def indexed_views() -> VoCoViews:
+    return VoCoViews(grid=GRID, crop_size=CROP, num_random=NUM_RANDOM, num_slices=SLICES, depth=4)
+
+
+def rank_batch(dataset: Dataset, indices: list[int]) -> dict:
+    return next(
+        iter(DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=len(indices)))
+    )
+
+
+def test_validation_metrics_on_two_ranks_drop_the_padding(monkeypatch):
+    """5 volumes on 2 (simulated) ranks: the metrics are those of the 5 volumes, once each."""
+    torch.manual_seed(0)
+    module = make_module()
+    dataset = IndexedSamples(5, indexed_views())
+    shards = sampler_shards(5, 2)
+    module.eval()
+    with torch.no_grad():  # what each rank computes for its shard (one batch per rank)
+        local = {}
+        for rank, shard in enumerate(shards):
+            batch = rank_batch(dataset, shard)
+            emb = module.embed(batch["random"], batch["base"])
+            local[rank] = (
+                similarity(emb["student_random"], emb["teacher_base"]).float(),
+                batch["targets"].float(),
+                batch["index"],
+            )
+    gathered = [torch.stack([local[0][i], local[1][i]]) for i in range(3)]
+    calls: list[int] = []
+
+    def all_gather(tensor, *args, **kwargs):
+        position = len(calls) % 3  # sims, targets, index in this order
+        calls.append(position)
+        assert torch.equal(tensor, local[0][position]), "rank 0 gathers its own results"
+        return gathered[position]
+
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(module, "all_gather", all_gather)
+    trainer = make_trainer()
+    loader0 = DataLoader(torch.utils.data.Subset(dataset, shards[0]), batch_size=3)
+    trainer.validate(module, dataloaders=loader0, verbose=False)
+
+    assert calls == [0, 1, 2]
+    once = [0, 1, 2, 3, 4]  # positions of [0, 2, 4 | 1, 3] in the flattened gathered order
+    expected = position_errors(gathered[0].flatten(0, 1)[once], gathered[1].flatten(0, 1)[once])
+    with_padding = position_errors(gathered[0].flatten(0, 1), gathered[1].flatten(0, 1))
+    metrics = trainer.callback_metrics
+    assert float(metrics["val/position_mae"]) == pytest.approx(float(expected["mae"]))
+    assert float(metrics["val/position_mae_trivial"]) == pytest.approx(
+        float(expected["trivial_mae"])
+    )
+    assert float(metrics["val/position_mae"]) != pytest.approx(float(with_padding["mae"]))
 
 
 # ------------------------------------------------------------------------ LR schedule

@@ -9,6 +9,7 @@ import torch
 from ctvoco.voco.targets import (
     crop_starts,
     overlap_targets,
+    sample_center_range,
     sample_random_centers,
     valid_center_range,
 )
@@ -69,7 +70,7 @@ def paint_reference(centers: np.ndarray, n: int, r: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(("n", "r"), [(3, 4), (3, 8), (2, 5), (4, 3), (3, 64), (1, 6)])
+@pytest.mark.parametrize(("n", "r"), [(3, 4), (3, 8), (2, 5), (4, 3), (3, 64), (2, 1)])
 def test_random_centres_match_painted_masks(n, r):
     rng = np.random.default_rng(n * 100 + r)
     centers = sample_random_centers(rng, 20, n, r)
@@ -133,17 +134,49 @@ def test_invalid_grid_raises(n, r):
         overlap_targets([[6, 6]], n, r)
 
 
-def test_sample_random_centers_range_and_reproducible():
-    n, r = 3, 4
-    lo, hi = valid_center_range(n, r)
+@pytest.mark.parametrize(
+    ("n", "r", "expected"),
+    [(3, 4, (2, 10)), (3, 64, (32, 160)), (2, 3, (2, 5)), (3, 5, (3, 13)), (2, 1, (1, 2))],
+)
+def test_sample_center_range_is_the_spec_half_open_interval(n, r, expected):
+    lo, hi = sample_center_range(n, r)
+    assert (lo, hi) == expected
+    # exactly the integers c with r/2 <= c < n*r - r/2 (ALGORITHMS.md §2.1)
+    assert list(range(lo, hi)) == [c for c in range(-r, n * r + r) if r / 2 <= c < n * r - r / 2]
+    assert hi - lo == n * r - r
+    valid_lo, valid_hi = valid_center_range(n, r)
+    assert valid_lo <= lo and hi - 1 <= valid_hi, "every drawn crop lies inside the canvas"
+
+
+@pytest.mark.parametrize(
+    ("n", "r", "smallest", "largest"),
+    [
+        (3, 4, 2, 9),  # even r: the last valid centre 10 (crop [8, 12)) is never drawn
+        (3, 5, 3, 12),  # odd r: the first valid centre 2 (crop [0, 5)) is never drawn
+        (2, 3, 2, 4),
+    ],
+)
+def test_sample_random_centers_reach_both_ends_of_the_half_open_range(n, r, smallest, largest):
     centers = sample_random_centers(np.random.default_rng(1), 5000, n, r)
     assert centers.shape == (5000, 2)
     assert centers.dtype == np.int64
-    # every valid position (both extremes included) is drawn, nothing outside
-    assert set(np.unique(centers).tolist()) == set(range(lo, hi + 1))
-    again = sample_random_centers(np.random.default_rng(1), 5000, n, r)
-    np.testing.assert_array_equal(centers, again)
+    for axis in (0, 1):
+        assert int(centers[:, axis].min()) == smallest
+        assert int(centers[:, axis].max()) == largest
+    # every centre of [smallest, largest] is drawn, nothing outside
+    assert set(np.unique(centers).tolist()) == set(range(smallest, largest + 1))
     overlap_targets(centers, n, r)  # all valid
+
+
+def test_sample_random_centers_reproducible():
+    first = sample_random_centers(np.random.default_rng(1), 50, 3, 4)
+    np.testing.assert_array_equal(first, sample_random_centers(np.random.default_rng(1), 50, 3, 4))
+
+
+def test_sample_random_centers_needs_two_cells_per_side():
+    assert sample_center_range(1, 4) == (2, 2)  # empty
+    with pytest.raises(ValueError, match="at least 2x2"):
+        sample_random_centers(np.random.default_rng(0), 1, 1, 4)
 
 
 def test_sample_random_centers_validates():

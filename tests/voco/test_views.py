@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctvoco.voco.targets import overlap_targets, valid_center_range
+from ctvoco.voco.targets import overlap_targets, sample_center_range
 from ctvoco.voco.views import VoCoViews, foreground_box
 
 N, R, K, S, Z = 3, 16, 4, 3, 6
@@ -54,8 +54,8 @@ def test_output_shapes_and_dtypes():
     torch.testing.assert_close(out["targets"].sum(dim=1), torch.ones(K))
     assert out["centers"].shape == (K, 2)
     assert out["centers"].dtype == torch.int64
-    lo, hi = valid_center_range(N, R)
-    assert bool(((out["centers"] >= lo) & (out["centers"] <= hi)).all())
+    lo, hi = sample_center_range(N, R)
+    assert bool(((out["centers"] >= lo) & (out["centers"] < hi)).all())
 
 
 def test_canvas_shape_and_dtype():
@@ -212,13 +212,81 @@ def test_foreground_threshold_excludes_dim_voxels():
     assert make_views().canvas(volume).min() == 10  # threshold 0: the dim voxels stay
 
 
-def test_foreground_box_contains_all_foreground():
+def test_foreground_box_of_unaligned_block_is_tight():
     volume = np.zeros((4, 32, 32), dtype=np.uint8)
-    volume[:, 5:13, 6:14] = 200  # not aligned to the stride of 4
-    z0, z1, y0, y1, x0, x1 = foreground_box(volume)
-    assert (z0, z1) == (0, 4)
-    assert y0 <= 5 and y1 >= 13
-    assert x0 <= 6 and x1 >= 14
+    volume[:, 5:13, 6:14] = 200  # not aligned to any block size
+    assert foreground_box(volume) == (0, 4, 5, 13, 6, 14)
+
+
+def brute_force_box(volume: np.ndarray, threshold: int = 0) -> tuple[int, ...]:
+    z, y, x = np.nonzero(volume > threshold)
+    if z.size == 0:
+        return (0, volume.shape[0], 0, volume.shape[1], 0, volume.shape[2])
+    return (z.min(), z.max() + 1, y.min(), y.max() + 1, x.min(), x.max() + 1)
+
+
+@pytest.mark.parametrize(
+    "voxel",
+    [(0, 0, 0), (1, 5, 7), (3, 1, 30), (2, 33, 1), (4, 34, 31), (0, 2, 3), (4, 35, 39)],
+)
+def test_foreground_box_of_a_single_off_grid_voxel(voxel):
+    volume = np.zeros((5, 36, 40), dtype=np.uint8)
+    volume[voxel] = 1
+    z, y, x = voxel
+    assert foreground_box(volume) == (z, z + 1, y, y + 1, x, x + 1)
+
+
+def test_foreground_box_of_two_voxels_spans_both():
+    volume = np.zeros((5, 36, 40), dtype=np.uint8)
+    volume[1, 3, 37] = 90
+    volume[3, 29, 2] = 90
+    assert foreground_box(volume) == (1, 4, 3, 30, 2, 38)
+    assert foreground_box(volume, threshold=89) == (1, 4, 3, 30, 2, 38)
+    assert foreground_box(volume, threshold=90) == (0, 5, 0, 36, 0, 40)  # strictly above
+
+
+@pytest.mark.parametrize("corner", [(2, 9, 13), (0, 0, 38), (4, 34, 0), (1, 17, 22)])
+def test_foreground_box_of_a_2x2_blob(corner):
+    volume = np.full((5, 36, 40), 3, dtype=np.uint8)  # dim background below the threshold
+    z, y, x = corner
+    volume[z, y : y + 2, x : x + 2] = 250
+    assert foreground_box(volume, threshold=10) == (z, z + 1, y, y + 2, x, x + 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_foreground_box_matches_brute_force_on_sparse_volumes(seed):
+    rng = np.random.default_rng(seed)
+    volume = np.zeros((7, 37, 41), dtype=np.uint8)
+    for _ in range(1 + seed):
+        volume[tuple(rng.integers(0, s) for s in volume.shape)] = rng.integers(1, 255)
+    assert foreground_box(volume) == brute_force_box(volume)
+    assert foreground_box(volume.astype(np.int16)) == brute_force_box(volume)  # any dtype
+
+
+def test_foreground_box_of_a_memory_mapped_volume(tmp_path: Path):
+    volume = np.zeros((6, 30, 34), dtype=np.uint8)
+    volume[2, 11, 29] = 7
+    volume[4, 13, 3] = 7
+    path = tmp_path / "sparse.npy"
+    np.save(path, volume)
+    assert foreground_box(np.load(path, mmap_mode="r")) == (2, 5, 11, 14, 3, 30)
+
+
+def test_foreground_box_at_cache_size():
+    # A cache-sized (96, 256, 256) volume: a body ellipse on slices 5..89 plus one stray
+    # voxel outside it; the box is exact (the reduction takes well under a millisecond).
+    volume = np.zeros((96, 256, 256), dtype=np.uint8)
+    yy, xx = np.mgrid[0:256, 0:256]
+    volume[5:90, ((yy - 128) / 100) ** 2 + ((xx - 128) / 110) ** 2 <= 1] = 120
+    volume[93, 250, 3] = 1
+    assert foreground_box(volume) == (5, 94, 28, 251, 3, 239)
+    assert foreground_box(volume) == brute_force_box(volume)
+
+
+def test_canvas_of_a_small_blob_is_the_blob():
+    volume = np.zeros((6, 40, 44), dtype=np.uint8)
+    volume[:, 13:15, 21:23] = 180  # a 2x2 in-plane blob through all slices
+    assert np.all(make_views().canvas(volume) == 180)
 
 
 # ------------------------------------------------------------------ augmentation
@@ -270,6 +338,7 @@ def test_augmentation_saturates_instead_of_wrapping():
     [
         {"num_slices": 7, "depth": 6},
         {"grid": 0},
+        {"grid": 1},  # no random-crop centre in [r/2, r - r/2)
         {"crop_size": 0},
         {"num_random": 0},
         {"num_slices": 0},

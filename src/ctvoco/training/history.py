@@ -1,8 +1,13 @@
 """Epoch-level metric history of a run (``metrics.csv``) and its learning-curve plots.
 
 Works with any logger (or none): the history is read from the trainer's logged metrics at
-the end of every training and validation epoch and rewritten atomically, so a run that
-dies keeps its curves up to the last epoch.
+the end of every training and validation epoch of a fit and rewritten atomically, so a run
+that dies keeps its curves up to the last epoch. ``trainer.validate`` / ``test`` runs are
+not recorded.
+
+Training metrics are means over the epoch's steps (a per-step loss of one batch is too noisy
+to plot); counters (``*_count``, ``*_steps``) and schedules (``*momentum``) keep their last
+value. Validation metrics are the epoch values the module logged.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 
@@ -30,6 +36,7 @@ class MetricsHistory(pl.Callback):
         self.directory = Path(directory)
         self.plot_groups = tuple(plot_groups)
         self.rows: dict[int, dict[str, Any]] = {}
+        self.sums: dict[str, list[float]] = {}  # this epoch's train/ metrics: [sum, count]
 
     @property
     def csv_path(self) -> Path:
@@ -42,7 +49,9 @@ class MetricsHistory(pl.Callback):
         return self.directory / "learning_curves.png"
 
     def _record(self, trainer: pl.Trainer) -> None:
-        if trainer.sanity_checking:
+        # Only epochs of a fit: not the sanity check, and not a ``trainer.validate`` run
+        # (after fit it would add a row for an epoch that never ran).
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         row = self.rows.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
         row["step"] = trainer.global_step
@@ -53,8 +62,26 @@ class MetricsHistory(pl.Callback):
                     row[key] = number
 
     @rank_zero_only
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and not is_state_metric(key):
+                number = float(value)
+                if math.isfinite(number):
+                    total = self.sums.setdefault(key, [0.0, 0.0])
+                    total[0] += number
+                    total[1] += 1
+
+    @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer)
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            row = self.rows[trainer.current_epoch]
+            for key, (total, count) in self.sums.items():
+                if count:
+                    row[key] = total / count
+        self.sums = {}
         self.write()
 
     @rank_zero_only
@@ -82,10 +109,16 @@ class MetricsHistory(pl.Callback):
         tmp.replace(self.csv_path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
+        return {"rows": self.rows, "sums": self.sums}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = {int(k): v for k, v in state_dict.get("rows", {}).items()}
+        self.sums = {k: list(v) for k, v in state_dict.get("sums", {}).items()}
+
+
+def is_state_metric(name: str) -> bool:
+    """Counters and schedules: their last value is the epoch's value, not their mean."""
+    return name.endswith(("_count", "_steps", "momentum"))
 
 
 def plot_learning_curves(history: pd.DataFrame, groups: Sequence[str], path: Path) -> Path:

@@ -24,6 +24,7 @@ from ctvoco.voco.position import average_ranks, position_errors, spearman_correl
 from ctvoco.voco.targets import (
     crop_starts,
     overlap_targets,
+    sample_center_range,
     sample_random_centers,
     valid_center_range,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "intra_volume_loss",
     "overlap_targets",
     "position_errors",
+    "sample_center_range",
     "sample_random_centers",
     "similarity",
     "spearman_correlation",

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ctvoco.errors import UserError
 from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.training.distributed import gather_with_grad
-from ctvoco.training.guards import NonFiniteGuard
+from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
 from ctvoco.training.schedules import warmup_cosine
 from ctvoco.voco.ema import cosine_momentum, update_momentum
 from ctvoco.voco.heads import ProjectionHead
@@ -244,7 +244,6 @@ class VoCoPretrainer(pl.LightningModule):
             f"intra={out.intra.item():.4g} inter={out.inter.item():.4g} reg={out.reg.item():.4g}"
         )
         if not self.guard.check(finite, self.global_step, detail):
-            self.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
             return None
         self.log_dict(
             {
@@ -252,7 +251,6 @@ class VoCoPretrainer(pl.LightningModule):
                 "train/intra": out.intra,
                 "train/inter": out.inter,
                 "train/reg": out.reg,
-                "train/nonfinite_count": float(self.guard.count),
             },
             batch_size=size,
         )
@@ -285,15 +283,36 @@ class VoCoPretrainer(pl.LightningModule):
         if elapsed > 0:
             self.log("train/volumes_per_s", size / elapsed, batch_size=size)
         self.log("train/ema_momentum", self.current_momentum(), batch_size=size)
+        # Logged here, after the optimiser step, so that steps the gradient scaler skipped
+        # (counted in optimizer_step) show up in the same step's value.
+        self.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
+        self.log("train/scaler_skipped_steps", float(self.guard.scaler_skips), batch_size=size)
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Any = None,
+    ) -> None:
         """Step the optimiser, then move the teacher towards the student (EMA).
 
-        A step whose loss was not finite changes no weights (there are no gradients) and
-        leaves the teacher alone too; Lightning still counts it in ``global_step``.
+        Two kinds of step change no weights and leave the teacher alone too:
+
+        - the loss was not finite (``training_step`` returned ``None``, no gradients);
+        - the loss was finite but the gradients were not, and the fp16 gradient scaler
+          (``16-mixed``) skipped ``optimizer.step()`` (counted apart, see
+          :mod:`ctvoco.training.guards`).
+
+        Lightning still counts both in ``global_step``.
         """
-        super().optimizer_step(*args, **kwargs)  # runs the closure, i.e. training_step
+        with count_optimizer_steps(optimizer) as stepped:
+            # runs the closure, i.e. training_step and backward
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if not self._step_finite:
+            return
+        self.guard.optimizer_step(bool(stepped.count), self.global_step)
+        if not stepped.count:
             return
         m = self.current_momentum()
         update_momentum(self.student_encoder, self.teacher_encoder, m)
@@ -375,12 +394,9 @@ class VoCoPretrainer(pl.LightningModule):
         self._val_targets.clear()
         self._val_index.clear()
         if self.trainer.world_size > 1:
-            sims = self.all_gather(sims).flatten(0, 1)
-            targets = self.all_gather(targets).flatten(0, 1)
-            index = self.all_gather(index).flatten(0, 1)
-            # The sampler pads the last round with repeats; score every volume once.
-            keep = first_occurrences(index)
-            sims, targets = sims[keep], targets[keep]
+            sims, targets = unique_gathered(
+                self.all_gather(sims), self.all_gather(targets), self.all_gather(index)
+            )
         errors = position_errors(sims, targets)
         self.log_dict(
             {
@@ -399,8 +415,34 @@ class VoCoPretrainer(pl.LightningModule):
         self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
 
 
+def unique_gathered(sims: Tensor, targets: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Validation results gathered from all ranks, each volume once.
+
+    A ``DistributedSampler`` pads the last round with repeats of the first indices so that
+    every rank gets the same number of volumes; scoring those twice would weight them
+    double. Rank-major order, first occurrence kept.
+
+    Args:
+        sims: ``(W, N, K, n²)`` gathered similarities (``W`` ranks, ``N`` volumes each).
+        targets: ``(W, N, K, n²)`` gathered overlap targets.
+        index: ``(W, N)`` gathered dataset indices (``-1``: unknown, always kept).
+
+    Returns:
+        ``sims`` and ``targets`` of shape ``(U, K, n²)``, ``U`` the number of distinct volumes.
+    """
+    keep = first_occurrences(index.flatten(0, 1))
+    return sims.flatten(0, 1)[keep], targets.flatten(0, 1)[keep]
+
+
 def first_occurrences(index: Tensor) -> Tensor:
-    """Positions of the first occurrence of each value (``-1`` entries are all kept)."""
+    """Positions of the first occurrence of each value (``-1`` entries are all kept).
+
+    Args:
+        index: ``(N,)`` integer dataset indices; negative means unknown.
+
+    Returns:
+        ``(U,)`` int64 positions into ``index``, increasing, on ``index``'s device.
+    """
     seen: set[int] = set()
     keep = []
     for position, value in enumerate(index.tolist()):

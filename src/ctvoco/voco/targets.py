@@ -9,13 +9,20 @@ crop covers rows ``[cy - r//2, cy - r//2 + r)`` and the same for columns, i.e.
 the centre is the pixel at offset ``r//2`` inside the crop. For odd ``r`` that is
 the true middle pixel; for even ``r`` it is the pixel just below/right of the
 geometric centre (the geometric centre lies on a pixel corner). One convention,
-used by :func:`crop_starts`, :func:`valid_center_range`, :func:`overlap_targets`
-and :func:`sample_random_centers` alike.
+used by :func:`crop_starts`, :func:`valid_center_range`, :func:`sample_center_range`,
+:func:`overlap_targets` and :func:`sample_random_centers` alike.
 
-A centre is valid when the whole crop lies inside the canvas:
-``r//2 <= c <= n*r - r + r//2`` (inclusive on both ends). For even ``r`` this is
-``[r/2, n*r - r/2]``; the spec's half-open ``[r/2, n*r - r/2)`` additionally
-excludes the last valid position, which ctvoco does not.
+Two ranges of centres (per axis, row and column alike):
+
+- *valid*: the whole crop lies inside the canvas, ``r//2 <= c <= n*r - r + r//2``
+  (:func:`valid_center_range`, inclusive). :func:`overlap_targets` accepts any valid centre.
+- *sampled*: random crops draw their integer centre uniformly from the spec's half-open
+  interval ``[r/2, n*r - r/2)`` (ALGORITHMS.md §2.1), i.e. the integers
+  ``ceil(r/2) <= c < n*r - r//2`` (:func:`sample_center_range`). That is ``n*r - r``
+  positions, one fewer than the valid ones: for even ``r`` (the seed's ``r=64``) the
+  bottom/right-most crop (``c = n*r - r/2``) is never drawn; for odd ``r`` the
+  top/left-most (``c = r//2``) is not. With ``n = 1`` the interval is empty, so random
+  crops need ``n >= 2``.
 
 Reference: Wu, Zhuang, Xu, Chen, "VoCo: A Simple-yet-Effective Volume Contrastive
 Learning Framework for 3D Medical Image Analysis", CVPR 2024; 2D-VoCo, arXiv 2601.14593.
@@ -32,6 +39,7 @@ from torch import Tensor
 __all__ = [
     "crop_starts",
     "overlap_targets",
+    "sample_center_range",
     "sample_random_centers",
     "valid_center_range",
 ]
@@ -59,6 +67,27 @@ def valid_center_range(n: int, r: int) -> tuple[int, int]:
     """
     _check_grid(n, r)
     return r // 2, n * r - r + r // 2
+
+
+def sample_center_range(n: int, r: int) -> tuple[int, int]:
+    """Half-open range ``[lo, hi)`` of the integer centres random crops are drawn from.
+
+    The integers in the spec's ``[r/2, n*r - r/2)``: ``lo = ceil(r/2)``, ``hi = n*r - r//2``
+    (exclusive), ``n*r - r`` positions, all of them valid (see the module docstring).
+
+    Args:
+        n: Grid size (the canvas is ``n*r`` pixels on each side).
+        r: Crop size in pixels.
+
+    Returns:
+        ``(lo, hi)``; a centre ``c`` may be drawn iff ``lo <= c < hi`` (row and column alike).
+        Empty (``lo == hi``) for ``n = 1``.
+
+    Raises:
+        ValueError: If ``n`` or ``r`` is not a positive integer.
+    """
+    _check_grid(n, r)
+    return (r + 1) // 2, n * r - r // 2
 
 
 def crop_starts(random_centers: Any, r: int) -> Any:
@@ -134,11 +163,10 @@ def overlap_targets(random_centers: Any, n: int, r: int) -> Tensor:
 
 
 def sample_random_centers(generator: np.random.Generator, k: int, n: int, r: int) -> np.ndarray:
-    """Draw ``k`` crop centres uniformly over all positions that keep the crop on the canvas.
+    """Draw ``k`` crop centres uniformly from the spec's ``[r/2, n*r - r/2)`` (§2.1).
 
-    Row and column are independent and uniform over the inclusive range of
-    :func:`valid_center_range`, so every one of the ``(n*r - r + 1)²`` valid crops is
-    equally likely.
+    Row and column are independent and uniform over the half-open range of
+    :func:`sample_center_range`, so each of its ``(n*r - r)²`` centres is equally likely.
 
     Args:
         generator: Seeded ``numpy.random.Generator`` (reproducible workers).
@@ -151,7 +179,7 @@ def sample_random_centers(generator: np.random.Generator, k: int, n: int, r: int
 
     Raises:
         TypeError: If ``generator`` is not a ``numpy.random.Generator``.
-        ValueError: If ``k``, ``n`` or ``r`` is invalid.
+        ValueError: If ``k``, ``n`` or ``r`` is invalid, or ``n = 1`` (no centre to draw).
     """
     if not isinstance(generator, np.random.Generator):
         raise TypeError(
@@ -159,5 +187,10 @@ def sample_random_centers(generator: np.random.Generator, k: int, n: int, r: int
         )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer; got {k!r}")
-    lo, hi = valid_center_range(n, r)
-    return generator.integers(lo, hi, size=(int(k), 2), endpoint=True, dtype=np.int64)
+    lo, hi = sample_center_range(n, r)
+    if lo >= hi:
+        raise ValueError(
+            f"random crops need a grid of at least 2x2: the centre range [r/2, n*r - r/2) is "
+            f"empty for n={n}, r={r}"
+        )
+    return generator.integers(lo, hi, size=(int(k), 2), dtype=np.int64)

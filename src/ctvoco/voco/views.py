@@ -2,13 +2,14 @@
 
 ALGORITHMS.md §2.1. From a cached ``(D, H, W)`` uint8 volume:
 
-1. **Canvas**: crop the foreground (intensity above a threshold) and resize it to depth
-   ``Z`` and in-plane size ``n*r``. Only the ``S`` canvas slices that are used
+1. **Canvas**: crop the exact foreground box (intensity above a threshold) and resize it
+   to depth ``Z`` and in-plane size ``n*r``. Only the ``S`` canvas slices that are used
    (``floor(linspace(0, Z-1, S))``) are computed: each is a linear blend of the two nearest
    source slices, resized in-plane in one vectorised call.
 2. **Base crops**: the ``n x n`` grid cells of the canvas, cell ``j = n*row + col``.
-3. **Random crops**: ``K`` ``r x r`` crops with uniformly drawn integer centres that keep
-   the crop inside the canvas.
+3. **Random crops**: ``K`` ``r x r`` crops with integer centres drawn uniformly from the
+   half-open ``[r/2, n*r - r/2)`` (every such crop lies inside the canvas; see
+   :mod:`ctvoco.voco.targets`).
 4. **Targets**: ``y[k, j] = area(random_k ∩ base_j) / r²`` (rows sum to 1).
 
 Optional augmentation touches intensities of random crops only (contrast, brightness,
@@ -63,6 +64,11 @@ class VoCoViews:
         for name in ("grid", "crop_size", "num_random", "num_slices", "depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"VoCoViews.{name} must be positive; got {getattr(self, name)}")
+        if self.grid < 2:
+            raise ValueError(
+                "VoCoViews.grid must be at least 2: random-crop centres are drawn from "
+                f"[r/2, n*r - r/2), which is empty for n=1; got grid={self.grid}"
+            )
         if self.num_slices > self.depth:
             raise ValueError(f"num_slices ({self.num_slices}) cannot exceed depth ({self.depth})")
 
@@ -144,40 +150,30 @@ def resize_planes(planes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def foreground_box(volume: np.ndarray, threshold: int = 0, stride: int = 4) -> tuple[int, ...]:
-    """``(z0, z1, y0, y1, x0, x1)``, the tight box of voxels above ``threshold``.
+def foreground_box(volume: np.ndarray, threshold: int = 0) -> tuple[int, int, int, int, int, int]:
+    """``(z0, z1, y0, y1, x0, x1)``, the tight box of the voxels above ``threshold``.
 
-    Found on a strided view (``stride`` in-plane) for speed, then each in-plane edge is
-    refined at full resolution within its stride band, so the box is exact. The whole
-    volume when nothing is above the threshold.
+    Exact at full resolution and cheap: a voxel exceeds the threshold iff the maximum of
+    its slice does, so the depth range comes from the per-slice maxima and the in-plane
+    ranges from the maximum projection of the slices in that range (two streaming ``max``
+    reductions over uint8, no boolean volume). Half-open bounds; the whole volume when
+    nothing is above the threshold.
+
+    Args:
+        volume: ``(D, H, W)`` array (may be memory-mapped).
+        threshold: Voxels strictly above this are foreground.
+
+    Returns:
+        ``z0 < z1``, ``y0 < y1``, ``x0 < x1`` such that ``volume[z0:z1, y0:y1, x0:x1]`` holds
+        every voxel above ``threshold`` and each face of the box touches one.
     """
     d, h, w = volume.shape
-    coarse = np.asarray(volume[:, ::stride, ::stride]) > threshold
-    if not coarse.any():
+    slice_max = np.asarray(volume).reshape(d, -1).max(axis=1)  # (D,)
+    zs = np.flatnonzero(slice_max > threshold)
+    if zs.size == 0:
         return 0, d, 0, h, 0, w
-    zs = np.flatnonzero(coarse.any(axis=(1, 2)))
     z0, z1 = int(zs[0]), int(zs[-1]) + 1
-    ys = np.flatnonzero(coarse.any(axis=(0, 2)))
-    xs = np.flatnonzero(coarse.any(axis=(0, 1)))
-    block = volume[z0:z1]
-    y0, y1 = _refine(
-        lambda lo, hi: (np.asarray(block[:, lo:hi, :]) > threshold).any(axis=(0, 2)), ys, stride, h
-    )
-    x0, x1 = _refine(
-        lambda lo, hi: (np.asarray(block[:, :, lo:hi]) > threshold).any(axis=(0, 1)), xs, stride, w
-    )
-    return z0, z1, y0, y1, x0, x1
-
-
-def _refine(occupied, coarse_idx: np.ndarray, stride: int, size: int) -> tuple[int, int]:
-    """Exact ``[start, stop)`` along one axis from the strided hits ``coarse_idx``.
-
-    ``occupied(lo, hi)`` says, for full-resolution positions ``lo..hi-1``, which hold foreground.
-    """
-    first, last = int(coarse_idx[0]) * stride, int(coarse_idx[-1]) * stride
-    lo = max(0, first - stride + 1)
-    start = lo + int(np.argmax(occupied(lo, first + 1)))
-    hi = min(size, last + stride)
-    band = occupied(last, hi)
-    stop = last + int(np.flatnonzero(band)[-1]) + 1
-    return start, stop
+    plane = np.asarray(volume[z0:z1]).max(axis=0) > threshold  # (H, W) maximum projection
+    ys = np.flatnonzero(plane.any(axis=1))
+    xs = np.flatnonzero(plane.any(axis=0))
+    return z0, z1, int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
