@@ -37,6 +37,7 @@ from ctvoco.errors import DataError, UserError
 from ctvoco.io.nifti import nifti_case_id
 from ctvoco.models import create_backbone, export_backbone, load_backbone_weights
 from ctvoco.preprocessing import PreprocessConfig
+from ctvoco.training.checkpoints import ModelCheckpoint
 from ctvoco.training.history import MetricsHistory
 from tests.data.conftest import label_row, write_csv
 from tests.voco.test_module import loader as voco_loader
@@ -212,7 +213,7 @@ def test_lightning_checkpoint_loads_are_weights_only():
 def test_ctvoco_checkpoints_resume_with_weights_only(tmp_path: Path):
     """What the CLI's ``weights_only=True`` loads: a checkpoint with the CLI's callbacks."""
     callbacks = [
-        pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True),
+        ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True),
         pl.callbacks.LearningRateMonitor(logging_interval="step"),
         MetricsHistory(tmp_path),
     ]

@@ -180,3 +180,44 @@ def test_train_metrics_are_epoch_means_and_counters_their_last_value(tmp_path: P
     frame = pd.read_csv(history.csv_path)
     assert frame["train/loss"].tolist() == [1.5, 1.5]  # mean of 0..3, not the last batch's 3
     assert frame["train/nonfinite_count"].tolist() == [3.0, 7.0]
+
+
+class EpochEndScore(TinyRegression):
+    """Logs a validation metric from ``on_validation_epoch_end``, as the classifier does."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/score", float(self.current_epoch) + 0.5)
+
+
+def test_metrics_logged_at_validation_epoch_end_are_recorded(tmp_path: Path):
+    history = MetricsHistory(tmp_path / "run")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[history],
+    )
+    trainer.fit(EpochEndScore(), data(), data())
+    frame = pd.read_csv(history.csv_path)
+    assert list(frame["val/score"]) == [0.5, 1.5]
+
+
+def test_validating_an_earlier_checkpoint_keeps_the_whole_history(tmp_path: Path):
+    """``trainer.validate(ckpt_path=best)`` restores the callback as of that checkpoint."""
+    history = MetricsHistory(tmp_path / "run")
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[history, saver],
+    )
+    trainer.fit(TinyRegression(), data(), data())
+    first = sorted((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))[0]
+    trainer.validate(trainer.lightning_module, data(), ckpt_path=first, weights_only=True)
+    assert list(pd.read_csv(history.csv_path)["epoch"]) == [0, 1, 2]

@@ -1,9 +1,10 @@
 """Epoch-level metric history of a run (``metrics.csv``) and its learning-curve plots.
 
 Works with any logger (or none): the history is read from the trainer's logged metrics at
-the end of every training and validation epoch of a fit and rewritten atomically, so a run
-that dies keeps its curves up to the last epoch. ``trainer.validate`` / ``test`` runs are
-not recorded.
+the end of every training epoch and validation of a fit and rewritten atomically, so a run
+that dies keeps its curves up to the last epoch. ``trainer.validate`` / ``test`` runs after
+a fit neither add rows nor rewrite the file (loading a checkpoint for them restores this
+callback's state as of that checkpoint, which must not replace the full history).
 
 Training metrics are means over the epoch's steps (a per-step loss of one batch is too noisy
 to plot); counters (``*_count``, ``*_steps``) and schedules (``*momentum``) keep their last
@@ -85,9 +86,12 @@ class MetricsHistory(pl.Callback):
         self.write()
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
-        self.write()
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the module's own on_validation_epoch_end, so that metrics it logs there
+        # (the competition score, the position error) are in callback_metrics.
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._record(trainer)
+            self.write()
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
