@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint docs clean
+.PHONY: install demo test test-slow lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 ## install: create .venv and install ctvoco with its dev and docs extras
 install: $(VENV)/.installed
+
+## demo: the whole pipeline on a synthetic cohort (CPU), results table and report in ./demo
+demo: install
+	$(BIN)/ctvoco-demo --root demo
 
 ## lint: ruff on the whole tree
 lint: install
