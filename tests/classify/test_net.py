@@ -139,3 +139,17 @@ def test_attention_pool_is_a_convex_combination():
     assert out.shape == (3, 4)
     assert (out <= x.max(dim=1).values + 1e-6).all()
     assert (out >= x.min(dim=1).values - 1e-6).all()
+
+
+@pytest.mark.parametrize("sequence", ["lstm", "gru"])
+def test_bf16_autocast_on_one_cpu_thread(sequence: str):
+    """Each process of CPU DDP runs single-threaded, where oneDNN's bf16 RNN fails."""
+    net = _net(sequence=sequence)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(_batch())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.isfinite(v.float()).all() for v in logits.values())

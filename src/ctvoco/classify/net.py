@@ -90,7 +90,13 @@ class InjuryNet(nn.Module):
 
     def from_features(self, features: Tensor) -> dict[str, Tensor]:
         """``(B, S, F)`` slice features -> logits per target, ``(B, 1)`` or ``(B, 3)``."""
-        sequence, _ = self.sequence(features)  # (B, S, 2*hidden)
+        if features.device.type == "cpu":
+            # oneDNN's bf16 LSTM/GRU fails on CPU when torch runs single-threaded (each
+            # process of CPU DDP): run the small sequence model in float32 there.
+            with torch.autocast("cpu", enabled=False):
+                sequence, _ = self.sequence(features.float())  # (B, S, 2*hidden)
+        else:
+            sequence, _ = self.sequence(features)  # (B, S, 2*hidden)
         if self.pooling == "max":
             pooled = sequence.max(dim=1).values
         elif self.pooling == "mean":
