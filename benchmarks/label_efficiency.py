@@ -6,8 +6,9 @@ on a fraction of the labelled training patients (folds 1-4), from scratch and fr
 backbone of the demo's VoCo pretraining (``+experiment=demo_pretrain``: the FLARE volumes
 and the RSNA training images of folds 1-4, labels unused), for several seeds. Every run
 trains for the same number of optimiser steps whatever the fraction (fewer labelled
-patients means more epochs over them), is validated every ``--val-every`` steps on the
-same fold-0 patients, and the checkpoint with the best validation score is scored with
+patients means more epochs over them) at most, is validated every ``--val-every`` steps
+on the same fold-0 patients and stops early after ``--patience`` validations without
+improvement, and the checkpoint with the best validation score is scored with
 ``rsna_score`` on the held-out patients, which no run (pretraining included) ever saw. A
 seed draws the labelled subset, the head initialisation and the data order; both inits of
 a seed see the same labelled patients.
@@ -19,26 +20,36 @@ a seed see the same labelled patients.
 
 Two finetuning runs go at a time (``--jobs``), each with half the CPU cores: small models
 use two cores poorly, so two runs side by side finish sooner than one after the other.
+Every two minutes a line gives each running job's step and validation score.
 
 Writes into ``--root``: the cohort and its caches, the pretraining run, one finetuning run
 per configuration (and its log), ``results.csv`` (one row per run), ``summary.csv`` /
 ``summary.md`` (mean ± std per fraction and init) and ``label_efficiency.png``. Re-running
-reuses every finished run.
+reuses every finished run made with the same settings (each run keeps them in
+``protocol.json``), continues interrupted ones and starts again those made with others.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import subprocess
+import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from ctvoco.demo import program, resume_override, run_stage
+from ctvoco.demo import (
+    Job,
+    add_override_option,
+    failure_message,
+    program,
+    resume_override,
+    run_side_by_side,
+    run_stage,
+)
 from ctvoco.metrics.rsna import prevalence_predictions, rsna_score, target_auc
 from ctvoco.schema import SCORE_COLUMNS
 
@@ -49,19 +60,30 @@ def finetune_dir(root: Path, fraction: float, init: str, seed: int) -> Path:
     return root / "runs" / f"fraction{fraction:g}_{init}_seed{seed}"
 
 
-def finished(run_dir: Path, steps: int) -> bool:
-    """Whether the run trained all ``steps`` optimiser steps and wrote its evaluation."""
-    import torch
+PROTOCOL_FILE = "protocol.json"
 
-    if not (run_dir / "metrics.json").is_file():
-        return False
-    reached = 0
-    for name in ("last.ckpt", "latest-step.ckpt"):
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            reached = max(reached, int(state.get("global_step", 0)))
-    return reached >= steps
+
+def protocol_matches(run_dir: Path, protocol: list[str]) -> bool:
+    """Whether ``run_dir`` was started with the overrides ``protocol``."""
+    path = run_dir / PROTOCOL_FILE
+    return path.is_file() and json.loads(path.read_text()) == protocol
+
+
+def prepare_run(run_dir: Path, protocol: list[str]) -> bool:
+    """Ready ``run_dir`` for the run ``protocol``; returns whether it is already finished.
+
+    A run is finished when it was started with these overrides and wrote its evaluation
+    (``metrics.json``, last). One started with others (an earlier study with other steps,
+    fractions or settings) is deleted; an interrupted one is left to resume.
+    """
+    if run_dir.exists() and not protocol_matches(run_dir, protocol):
+        print(f"label_efficiency: {run_dir} was made with other settings; starting it again")
+        shutil.rmtree(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / PROTOCOL_FILE).write_text(json.dumps(protocol))
+    return False
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -72,22 +94,31 @@ def best_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
+def pretrain_protocol(root: Path, args: argparse.Namespace) -> list[str]:
+    """The overrides that define the pretraining run."""
+    return [
+        "+experiment=demo_pretrain",
+        f"synthetic.root={root / 'cohort'}",
+        f"paths.output_dir={root / 'pretrain'}",
+        f"trainer.max_epochs={args.pretrain_epochs}",
+        *args.overrides,
+    ]
+
+
 def pretrain(root: Path, args: argparse.Namespace, started: float) -> Path:
     """One VoCo run on every unlabelled volume; returns the exported backbone."""
     out = root / "pretrain"
+    protocol = pretrain_protocol(root, args)
     exports = sorted((out / "export").glob("*.pt"))
-    if not exports:
+    if not (protocol_matches(out, protocol) and exports):
+        prepare_run(out, protocol)
         run_stage(
             "VoCo pretraining (FLARE volumes + all RSNA training images, labels unused)",
             [
                 program("ctvoco-pretrain"),
-                "+experiment=demo_pretrain",
-                f"synthetic.root={root / 'cohort'}",
-                f"paths.output_dir={out}",
-                f"trainer.max_epochs={args.pretrain_epochs}",
+                *protocol,
                 "logger=csv",
                 "trainer.accelerator=cpu",
-                *args.overrides,
                 *resume_override(out),
             ],
             started,
@@ -96,30 +127,30 @@ def pretrain(root: Path, args: argparse.Namespace, started: float) -> Path:
     return exports[0]
 
 
-def finetune_command(
+def finetune_protocol(
     root: Path, fraction: float, init: str, seed: int, export: Path, args: argparse.Namespace
 ) -> list[str]:
-    """The ``ctvoco-finetune`` command of one configuration."""
+    """The overrides that define one finetuning run (what it trains on, how long, from what)."""
     out = finetune_dir(root, fraction, init, seed)
+    stopping = (
+        ["callbacks=[default,early_stopping]", f"callbacks.early_stopping.patience={args.patience}"]
+        if args.patience > 0
+        else []
+    )
     return [
-        program("ctvoco-finetune"),
         "+experiment=demo_finetune",
         f"synthetic.root={root / 'cohort'}",
         f"paths.output_dir={out}",
         "data.fold=0",
         f"data.train_fraction={fraction}",
-        f"data.num_workers={max(1, 2 // args.jobs)}",
         f"seed={seed}",
         f"model.module.init={'random' if init == 'scratch' else f'voco:{export}'}",
         "trainer.max_epochs=-1",
         f"trainer.max_steps={args.steps}",
         f"trainer.val_check_interval={args.val_every}",
         "trainer.check_val_every_n_epoch=null",
-        "trainer.enable_progress_bar=false",
-        "logger=csv",
-        "trainer.accelerator=cpu",
+        *stopping,
         *args.overrides,
-        *resume_override(out),
     ]
 
 
@@ -128,41 +159,43 @@ def finetune_all(
 ) -> None:
     """Train every configuration whose run is not finished, ``args.jobs`` at a time.
 
-    Each job gets ``cores / jobs`` threads and writes its output to ``<run dir>.log``; a
-    line says when it starts and ends. A failed job stops the study (after the running
-    ones end) naming its log; finished runs are kept, so a re-run continues.
+    Each job gets ``cores / jobs`` threads and writes its output to ``<run dir>.log``. A
+    failed job stops the study (after the running ones end) naming its log; finished runs
+    are kept, so a re-run continues.
     """
-    todo = [c for c in configs if not finished(finetune_dir(root, *c), args.steps)]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-
-    def run(config: tuple[float, str, int]) -> tuple[tuple[float, str, int], int, Path]:
-        fraction, init, seed = config
-        out = finetune_dir(root, fraction, init, seed)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        log = out.parent / f"{out.name}.log"
-        command = finetune_command(root, fraction, init, seed, export, args)
-        print(
-            f"[{time.perf_counter() - started:6.0f} s] start  {out.name}  (log: {log})", flush=True
+    jobs = []
+    for config in configs:
+        out = finetune_dir(root, *config)
+        protocol = finetune_protocol(root, *config, export, args)
+        if prepare_run(out, protocol):
+            continue
+        (out / "test_submission.csv").unlink(missing_ok=True)  # from an earlier model
+        command = (
+            program("ctvoco-finetune"),
+            *protocol,
+            f"data.num_workers={max(1, 2 // args.jobs)}",
+            "trainer.enable_progress_bar=false",
+            "logger=csv",
+            "trainer.accelerator=cpu",
+            *resume_override(out),
         )
-        with open(log, "w") as handle:
-            code = subprocess.run(
-                command, stdout=handle, stderr=subprocess.STDOUT, env=env
-            ).returncode
-        (out / "test_submission.csv").unlink(missing_ok=True)
-        print(
-            f"[{time.perf_counter() - started:6.0f} s] end    {out.name}  (exit {code})", flush=True
-        )
-        return config, code, log
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        failed = [(log, code) for _, code, log in pool.map(run, todo) if code != 0]
+        jobs.append(Job(out.name, command, out, out.parent / f"{out.name}.log"))
+    failed = run_side_by_side(jobs, started, at_once=args.jobs, report_every=120.0)
     if failed:
-        raise SystemExit(
-            "label_efficiency: finetuning failed, see "
-            + ", ".join(f"{log} (exit {code})" for log, code in failed)
-            + "; run the same command again to continue"
-        )
+        raise SystemExit(failure_message("label_efficiency", failed))
+
+
+def trained_steps(run_dir: Path) -> int:
+    """Optimiser steps the run trained (fewer than ``--steps`` when it stopped early)."""
+    import torch
+
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return int(state["global_step"])
+
+
+def selected_step(checkpoint: Path) -> int:
+    """The step of a ``best-epoch<e>-step<s>.ckpt`` checkpoint."""
+    return int(checkpoint.stem.rpartition("step")[2])
 
 
 def evaluate(root: Path, checkpoint: Path, labels: pd.DataFrame) -> dict[str, float]:
@@ -247,20 +280,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default="label_efficiency", help="working folder")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1800, help="optimiser steps per finetuning")
+    parser.add_argument(
+        "--steps", type=int, default=1200, help="optimiser steps per finetuning (at most)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="finetuning runs at a time")
     parser.add_argument(
-        "--val-every", type=int, default=150, help="optimiser steps between validations"
+        "--val-every", type=int, default=100, help="optimiser steps between validations"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="validations without improvement before a run stops early (0: train all steps)",
     )
     parser.add_argument("--pretrain-epochs", type=int, default=12)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a Hydra override for both training programs (repeatable)",
-    )
+    add_override_option(parser, example="model.module.backbone=test_resnet")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -275,13 +309,16 @@ def main(argv: list[str] | None = None) -> None:
     finetune_all(root, configs, export, args, started)
     rows = []
     for fraction, init, seed in configs:
-        checkpoint = best_checkpoint(finetune_dir(root, fraction, init, seed))
+        run_dir = finetune_dir(root, fraction, init, seed)
+        checkpoint = best_checkpoint(run_dir)
         rows.append(
             {
                 "fraction": fraction,
                 "init": init,
                 "seed": seed,
                 "labelled_patients": max(1, round(fraction * pool)),
+                "steps_trained": trained_steps(run_dir),
+                "selected_step": selected_step(checkpoint),
                 **evaluate(root, checkpoint, labels),
             }
         )
@@ -296,7 +333,15 @@ def main(argv: list[str] | None = None) -> None:
     paired = results.pivot_table(index=["fraction", "seed"], columns="init", values="score")
     gain = (paired["scratch"] - paired["voco"]).groupby("fraction")
     elapsed = time.perf_counter() - started
-    print(f"\n{len(labels)} held-out patients; {len(args.seeds)} seeds; {args.steps} steps per run")
+    print(
+        f"\n{len(labels)} held-out patients; {len(args.seeds)} seeds; at most {args.steps} steps "
+        f"per run, early stop after {args.patience} validations without improvement"
+        if args.patience
+        else f"\n{len(labels)} held-out patients; {len(args.seeds)} seeds; {args.steps} steps per run"
+    )
+    steps = results.groupby(["fraction", "init"])[["steps_trained", "selected_step"]].mean()
+    print("\nmean steps trained and step of the selected checkpoint:")
+    print(steps.round(0).astype(int).to_string())
     print(table)
     print(
         "\nscore gain of VoCo over scratch (scratch - voco, paired by seed; > 0 means VoCo helps):"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctvoco.demo import DemoPaths, results_table, resume_override
+from ctvoco.demo import (
+    DemoPaths,
+    Job,
+    failure_message,
+    job_status,
+    results_table,
+    resume_override,
+    run_side_by_side,
+)
 from ctvoco.metrics.rsna import prevalence_predictions, rsna_score
 from ctvoco.schema import PREDICTION_COLUMNS
 from tests.data.conftest import label_row
@@ -62,6 +71,62 @@ def test_results_table_scores_each_init_with_the_competition_metric() -> None:
         assert table.loc["voco", target] < table.loc["scratch", target]
     assert table.loc["voco", "auc_any_injury"] == 1.0
     assert table.loc["scratch", "auc_liver"] == 0.5
+
+
+def python_job(tmp_path: Path, name: str, code: str) -> Job:
+    """A job running ``code``; its run directory is ``tmp_path/name``."""
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    return Job(name, (sys.executable, "-c", code), run_dir, tmp_path / f"{name}.log")
+
+
+RECORD = (
+    "import os, sys, time; start = time.time(); time.sleep(1.5); "
+    "print(os.environ['OMP_NUM_THREADS'], start, time.time())"
+)
+
+
+def test_jobs_run_at_the_same_time_with_a_share_of_the_cores(tmp_path: Path, capsys) -> None:
+    jobs = [python_job(tmp_path, name, RECORD) for name in ("a", "b")]
+    assert run_side_by_side(jobs, started=0.0, at_once=2, report_every=0) == []
+    (threads_a, start_a, end_a), (threads_b, start_b, end_b) = (
+        job.log.read_text().split() for job in jobs
+    )
+    assert threads_a == threads_b == str(max(1, (os.cpu_count() or 1) // 2))
+    assert float(start_b) < float(end_a) and float(start_a) < float(end_b)  # they overlapped
+    out = capsys.readouterr().out
+    assert out.count("start  ") == 2 and out.count("end    ") == 2
+    assert f"(log: {jobs[0].log})" in out and sys.executable in out
+
+
+def test_one_at_a_time_gets_every_core(tmp_path: Path) -> None:
+    jobs = [python_job(tmp_path, name, RECORD) for name in ("a", "b")]
+    assert run_side_by_side(jobs, started=0.0, at_once=1, report_every=0) == []
+    (threads_a, _, end_a), (_, start_b, _) = (job.log.read_text().split() for job in jobs)
+    assert threads_a == str(os.cpu_count() or 1)
+    assert float(end_a) <= float(start_b)
+
+
+def test_failed_jobs_are_returned_with_their_last_lines(tmp_path: Path) -> None:
+    good = python_job(tmp_path, "good", "print('fine')")
+    bad = python_job(tmp_path, "bad", "print('reading the cache'); raise SystemExit(3)")
+    failed = run_side_by_side([good, bad], started=0.0, report_every=0)
+    assert failed == [(bad, 3)]
+    message = failure_message("ctvoco-demo", failed)
+    assert "reading the cache" in message and str(bad.log) in message
+    assert message.splitlines()[-1].startswith("ctvoco-demo: 1 run(s) failed")
+
+
+def test_status_reads_the_run_directory(tmp_path: Path) -> None:
+    job = python_job(tmp_path, "voco", "pass")
+    assert job_status(job) == "starting"
+    (job.run_dir / "config.yaml").write_text("trainer:\n  max_epochs: 50\n  max_steps: -1\n")
+    pd.DataFrame(
+        {"epoch": [0, 1, 1], "step": [24, 48, 48], "val/score": [None, None, 0.7612]}
+    ).to_csv(job.run_dir / "metrics.csv", index=False)
+    assert job_status(job) == "epoch 2/50, val score 0.7612"
+    (job.run_dir / "config.yaml").write_text("trainer:\n  max_epochs: -1\n  max_steps: 1200\n")
+    assert job_status(job) == "step 48/1200, val score 0.7612"
 
 
 @pytest.mark.slow

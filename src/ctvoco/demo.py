@@ -7,8 +7,8 @@ printed), in ``--root`` (default ``./demo``):
    tree with held-out test patients, FLARE NIfTI tree), preprocesses it, and VoCo-pretrains
    on the FLARE volumes and the RSNA training images (labels unused); it prints the
    position-MAE against the trivial one;
-2. ``ctvoco-finetune +experiment=demo_finetune`` twice: from the VoCo backbone and from
-   scratch, on the labelled training patients;
+2. ``ctvoco-finetune +experiment=demo_finetune`` twice, side by side with half the cores
+   each: from the VoCo backbone and from scratch, on the labelled training patients;
 3. ``ctvoco-predict`` for each: a submission for the held-out test patients;
 4. a results table (score, the six losses, AUCs per init) and a report (``report.md`` with
    PNGs: sample slices with true and predicted injuries, pretraining curves, finetuning
@@ -20,10 +20,12 @@ A stage whose outputs exist is skipped, so re-running continues where it stopped
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,18 @@ def resume_override(run_dir: Path) -> list[str]:
     return ["ckpt_path=last"] if found else []
 
 
+def add_override_option(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE`` (repeatable): Hydra overrides collected in ``args.overrides``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a Hydra override for both training programs (repeatable), e.g. {example}",
+    )
+
+
 def run_stage(title: str, command: list[str], started: float) -> None:
     """Print the command, run it with its output streaming, stop the demo if it fails."""
     print(
@@ -104,6 +118,105 @@ def run_stage(title: str, command: list[str], started: float) -> None:
             f"ctvoco-demo: the stage '{title}' failed (exit {result.returncode}); see above. "
             "Run the same command again to continue from where it stopped."
         )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training program run in the background, its output going to ``log``."""
+
+    name: str
+    command: tuple[str, ...]
+    run_dir: Path
+    log: Path
+
+
+def job_status(job: Job) -> str:
+    """Where a running job is, from its run directory: ``epoch 12/50, val score 0.7610``."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((job.run_dir / "config.yaml").read_text()) or {}
+        history = pd.read_csv(job.run_dir / "metrics.csv")
+    except (OSError, ValueError, yaml.YAMLError):
+        return "starting"
+    if history.empty:
+        return "starting"
+    trainer = config.get("trainer") or {}
+    max_steps, max_epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
+    if isinstance(max_steps, int) and max_steps > 0:
+        where = f"step {int(history['step'].max())}/{max_steps}"
+    else:
+        where = f"epoch {int(history['epoch'].max()) + 1}/{max_epochs}"
+    scores = history["val/score"].dropna() if "val/score" in history else pd.Series(dtype=float)
+    return where + (f", val score {scores.iloc[-1]:.4f}" if len(scores) else "")
+
+
+def run_side_by_side(
+    jobs: Sequence[Job], started: float, at_once: int = 2, report_every: float = 30.0
+) -> list[tuple[Job, int]]:
+    """Run ``jobs``, ``at_once`` at a time, each with ``cores / at_once`` threads.
+
+    Small models use two cores poorly, so two runs side by side finish sooner than one
+    after the other. A line says when each job starts (with its command and log) and ends,
+    and every ``report_every`` seconds (0: never) one line gives each running job's
+    :func:`job_status`. Interrupting stops every job. Returns the failed jobs and their
+    exit codes.
+    """
+    threads = max(1, (os.cpu_count() or 1) // max(1, at_once))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    pending, running, failed = list(jobs), {}, []
+    last_report = time.perf_counter()
+
+    def stamp() -> str:
+        return f"[{time.perf_counter() - started:6.0f} s]"
+
+    try:
+        while pending or running:
+            while pending and len(running) < at_once:
+                job = pending.pop(0)
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(job.log, "w")  # noqa: SIM115 - closed when the job ends
+                print(f"{stamp()} start  {job.name}  (log: {job.log})", flush=True)
+                print(f"$ {' '.join(job.command)}", flush=True)
+                process = subprocess.Popen(
+                    job.command, stdout=handle, stderr=subprocess.STDOUT, env=env
+                )
+                running[job] = (process, handle)
+            time.sleep(0.5)
+            for job, (process, handle) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                handle.close()
+                del running[job]
+                print(f"{stamp()} end    {job.name}  (exit {code})", flush=True)
+                if code != 0:
+                    failed.append((job, code))
+            now = time.perf_counter()
+            if report_every > 0 and running and now - last_report >= report_every:
+                status = " | ".join(f"{job.name}: {job_status(job)}" for job in running)
+                print(f"{stamp()} {status}", flush=True)
+                last_report = now
+    finally:
+        for process, handle in running.values():
+            process.terminate()
+            process.wait()
+            handle.close()
+    return failed
+
+
+def failure_message(program: str, failed: Sequence[tuple[Job, int]]) -> str:
+    """The error for failed jobs: each log's last lines, then where the logs are."""
+    parts = []
+    for job, code in failed:
+        lines = job.log.read_text(errors="replace").splitlines()[-15:] if job.log.exists() else []
+        parts.append(f"--- {job.log} (exit {code}), last lines:\n" + "\n".join(lines))
+    logs = ", ".join(str(job.log) for job, _ in failed)
+    return (
+        "\n".join(parts)
+        + f"\n{program}: {len(failed)} run(s) failed, see {logs}; "
+        + "run the same command again to continue"
+    )
 
 
 def skip(title: str, started: float) -> None:
@@ -126,14 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ctvoco-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="demo", help="working folder (default ./demo)")
     parser.add_argument("--fresh", action="store_true", help="delete --root first")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a Hydra override for both training programs (repeatable), e.g. trainer.max_epochs=2",
-    )
+    add_override_option(parser, example="trainer.max_epochs=2")
     args = parser.parse_args(argv)
     paths = DemoPaths(Path(args.root).resolve())
     if args.fresh and paths.root.exists():
@@ -160,27 +266,38 @@ def main(argv: list[str] | None = None) -> None:
     export = paths.export()
     assert export is not None
 
+    jobs = []
     for init in INITS:
-        if not paths.finetuned(init):
-            backbone_init = (
-                f"model.module.init=voco:{export}" if init == "voco" else "model.module.init=random"
-            )
-            paths.submission(init).unlink(missing_ok=True)  # made from an earlier model
-            run_stage(
-                f"finetuning the classifier ({'from the VoCo backbone' if init == 'voco' else 'from scratch'})",
-                [
-                    program("ctvoco-finetune"),
-                    "+experiment=demo_finetune",
-                    f"synthetic.root={paths.cohort}",
-                    backbone_init,
-                    f"paths.output_dir={paths.finetune(init)}",
-                    *common,
-                    *resume_override(paths.finetune(init)),
-                ],
-                started,
-            )
-        else:
+        if paths.finetuned(init):
             skip(f"finetuning ({init})", started)
+            continue
+        backbone_init = (
+            f"model.module.init=voco:{export}" if init == "voco" else "model.module.init=random"
+        )
+        paths.submission(init).unlink(missing_ok=True)  # made from an earlier model
+        command = (
+            program("ctvoco-finetune"),
+            "+experiment=demo_finetune",
+            f"synthetic.root={paths.cohort}",
+            backbone_init,
+            f"paths.output_dir={paths.finetune(init)}",
+            "data.num_workers=1",
+            "trainer.enable_progress_bar=false",
+            *common,
+            *resume_override(paths.finetune(init)),
+        )
+        log = paths.root / f"finetune_{init}.log"
+        jobs.append(Job(init, command, paths.finetune(init), log))
+    if jobs:
+        names = " and ".join("from scratch" if j.name == "scratch" else "from VoCo" for j in jobs)
+        print(
+            f"\n=== [{time.perf_counter() - started:6.0f} s] finetuning the classifier "
+            f"({names}), side by side; progress every 30 s",
+            flush=True,
+        )
+        failed = run_side_by_side(jobs, started, at_once=len(jobs))
+        if failed:
+            raise SystemExit(failure_message("ctvoco-demo", failed))
 
     for init in INITS:
         if not paths.submission(init).exists():
