@@ -169,7 +169,6 @@ def finetune_all(
         protocol = finetune_protocol(root, *config, export, args)
         if prepare_run(out, protocol):
             continue
-        (out / "test_submission.csv").unlink(missing_ok=True)  # from an earlier model
         command = (
             program("ctvoco-finetune"),
             *protocol,

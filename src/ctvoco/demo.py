@@ -1,6 +1,6 @@
 """``ctvoco-demo``: the whole pipeline on a synthetic cohort, end to end, on a CPU.
 
-Runs the installed programs one after another, exactly as a user would (each command is
+Runs the installed programs stage after stage, exactly as a user would (each command is
 printed), in ``--root`` (default ``./demo``):
 
 1. ``ctvoco-pretrain +experiment=demo_pretrain``: writes the synthetic cohort (RSNA DICOM
@@ -107,11 +107,14 @@ def add_override_option(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def stamp(started: float) -> str:
+    """``[  123 s]``: the seconds since ``started`` (a ``time.perf_counter()`` value)."""
+    return f"[{time.perf_counter() - started:6.0f} s]"
+
+
 def run_stage(title: str, command: list[str], started: float) -> None:
     """Print the command, run it with its output streaming, stop the demo if it fails."""
-    print(
-        f"\n=== [{time.perf_counter() - started:6.0f} s] {title}\n$ {' '.join(command)}", flush=True
-    )
+    print(f"\n=== {stamp(started)} {title}\n$ {' '.join(command)}", flush=True)
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise SystemExit(
@@ -166,17 +169,13 @@ def run_side_by_side(
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     pending, running, failed = list(jobs), {}, []
     last_report = time.perf_counter()
-
-    def stamp() -> str:
-        return f"[{time.perf_counter() - started:6.0f} s]"
-
     try:
         while pending or running:
             while pending and len(running) < at_once:
                 job = pending.pop(0)
                 job.log.parent.mkdir(parents=True, exist_ok=True)
                 handle = open(job.log, "w")  # noqa: SIM115 - closed when the job ends
-                print(f"{stamp()} start  {job.name}  (log: {job.log})", flush=True)
+                print(f"{stamp(started)} start  {job.name}  (log: {job.log})", flush=True)
                 print(f"$ {' '.join(job.command)}", flush=True)
                 process = subprocess.Popen(
                     job.command, stdout=handle, stderr=subprocess.STDOUT, env=env
@@ -189,13 +188,13 @@ def run_side_by_side(
                     continue
                 handle.close()
                 del running[job]
-                print(f"{stamp()} end    {job.name}  (exit {code})", flush=True)
+                print(f"{stamp(started)} end    {job.name}  (exit {code})", flush=True)
                 if code != 0:
                     failed.append((job, code))
             now = time.perf_counter()
             if report_every > 0 and running and now - last_report >= report_every:
                 status = " | ".join(f"{job.name}: {job_status(job)}" for job in running)
-                print(f"{stamp()} {status}", flush=True)
+                print(f"{stamp(started)} {status}", flush=True)
                 last_report = now
     finally:
         for process, handle in running.values():
@@ -220,9 +219,7 @@ def failure_message(program: str, failed: Sequence[tuple[Job, int]]) -> str:
 
 
 def skip(title: str, started: float) -> None:
-    print(
-        f"\n=== [{time.perf_counter() - started:6.0f} s] {title}: done before, reused", flush=True
-    )
+    print(f"\n=== {stamp(started)} {title}: done before, reused", flush=True)
 
 
 def results_table(labels: pd.DataFrame, submissions: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -291,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     if jobs:
         names = " and ".join("from scratch" if j.name == "scratch" else "from VoCo" for j in jobs)
         print(
-            f"\n=== [{time.perf_counter() - started:6.0f} s] finetuning the classifier "
+            f"\n=== {stamp(started)} finetuning the classifier "
             f"({names}), side by side; progress every 30 s",
             flush=True,
         )

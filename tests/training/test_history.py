@@ -42,18 +42,26 @@ def data() -> DataLoader:
     return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=4)
 
 
-def fit(history: MetricsHistory, epochs: int = 3, **kwargs) -> pl.Trainer:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[history],
-        **kwargs,
-    )
-    trainer.fit(TinyRegression(), data(), data())
+def quiet_trainer(history: MetricsHistory, epochs: int = 3, **options) -> pl.Trainer:
+    """A CPU trainer with ``history`` as its callback; ``options`` override the settings."""
+    settings = {
+        "accelerator": "cpu",
+        "max_epochs": epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "callbacks": [history],
+        **options,
+    }
+    return pl.Trainer(**settings)
+
+
+def fit(
+    history: MetricsHistory, epochs: int = 3, model: pl.LightningModule | None = None, **options
+) -> pl.Trainer:
+    trainer = quiet_trainer(history, epochs, **options)
+    trainer.fit(model or TinyRegression(), data(), data())
     return trainer
 
 
@@ -122,15 +130,7 @@ def test_resumed_fit_keeps_earlier_epochs(tmp_path: Path):
     path = tmp_path / "epoch0.ckpt"
     trainer.save_checkpoint(path)
     second = MetricsHistory(tmp_path / "run")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[second],
-    )
+    trainer = quiet_trainer(second, epochs=2)
     trainer.fit(TinyRegression(), data(), data(), ckpt_path=path)
     assert list(pd.read_csv(second.csv_path)["epoch"]) == [0, 1]
 
@@ -167,16 +167,7 @@ def test_train_metrics_are_epoch_means_and_counters_their_last_value(tmp_path: P
     history = MetricsHistory(tmp_path)
     x = torch.randn(8, 3)
     loader = DataLoader(TensorDataset(x, x), batch_size=2)  # batch indices 0, 1, 2, 3
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[history],
-    )
-    trainer.fit(StepLogger(), loader)
+    quiet_trainer(history, epochs=2).fit(StepLogger(), loader)
     frame = pd.read_csv(history.csv_path)
     assert frame["train/loss"].tolist() == [1.5, 1.5]  # mean of 0..3, not the last batch's 3
     assert frame["train/nonfinite_count"].tolist() == [3.0, 7.0]
@@ -191,16 +182,7 @@ class EpochEndScore(TinyRegression):
 
 def test_metrics_logged_at_validation_epoch_end_are_recorded(tmp_path: Path):
     history = MetricsHistory(tmp_path / "run")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[history],
-    )
-    trainer.fit(EpochEndScore(), data(), data())
+    fit(history, epochs=2, model=EpochEndScore())
     frame = pd.read_csv(history.csv_path)
     assert list(frame["val/score"]) == [0.5, 1.5]
 
@@ -209,15 +191,7 @@ def test_validating_an_earlier_checkpoint_keeps_the_whole_history(tmp_path: Path
     """``trainer.validate(ckpt_path=best)`` restores the callback as of that checkpoint."""
     history = MetricsHistory(tmp_path / "run")
     saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[history, saver],
-    )
-    trainer.fit(TinyRegression(), data(), data())
+    trainer = fit(history, epochs=3, callbacks=[history, saver], enable_checkpointing=True)
     first = sorted((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))[0]
     trainer.validate(trainer.lightning_module, data(), ckpt_path=first, weights_only=True)
     assert list(pd.read_csv(history.csv_path)["epoch"]) == [0, 1, 2]

@@ -9,12 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
 from ctvoco.cache.volume_cache import VolumeCache
-from ctvoco.reports.plots import injury_scores
+from ctvoco.reports.plots import injury_scores, plot_roc, save_figure
 from ctvoco.schema import SCORE_COLUMNS, TARGETS
 from ctvoco.training.history import plot_learning_curves
 
@@ -36,8 +34,8 @@ def write_demo_report(
             paths, labels, submissions, out / "samples.png"
         ),
         "VoCo pretraining": _pretraining(paths, out / "pretraining.png"),
-        "Finetuning": _finetuning(paths, out / "finetuning.png"),
-        "ROC per target (held-out patients)": _roc(labels, submissions, out / "roc.png"),
+        "Finetuning": _finetuning(paths, tuple(submissions), out / "finetuning.png"),
+        "ROC per target (held-out patients)": plot_roc(labels, submissions, out / "roc.png"),
     }
     lines = [
         "# ctvoco demo report",
@@ -72,7 +70,7 @@ def _true_injuries(row: pd.Series) -> str:
 def _sample_slices(
     paths: DemoPaths, labels: pd.DataFrame, submissions: dict[str, pd.DataFrame], path: Path
 ) -> Path | None:
-    cache = VolumeCache(paths.root / "predict_cache")
+    cache = VolumeCache(paths.predict_cache)
     if not cache.records_dir.exists():
         return None
     manifest = cache.manifest()
@@ -100,7 +98,7 @@ def _sample_slices(
             ax.set_axis_off()
         row_axes[0].set_title(f"patient {pid} — true: {truth}", fontsize=9, loc="left")
         row_axes[1].set_title("P(injury) " + predicted.replace("; ", "\n"), fontsize=6, loc="left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _pretraining(paths: DemoPaths, path: Path) -> Path | None:
@@ -110,11 +108,11 @@ def _pretraining(paths: DemoPaths, path: Path) -> Path | None:
     return plot_learning_curves(pd.read_csv(csv), ("loss", "position_mae"), path)
 
 
-def _finetuning(paths: DemoPaths, path: Path) -> Path | None:
-    """Training loss and validation score per epoch, both inits in each panel."""
+def _finetuning(paths: DemoPaths, inits: tuple[str, ...], path: Path) -> Path | None:
+    """Training loss and validation score per epoch, every init in each panel."""
     frames = {
         init: pd.read_csv(paths.finetune(init) / "metrics.csv")
-        for init in ("voco", "scratch")
+        for init in inits
         if (paths.finetune(init) / "metrics.csv").exists()
     }
     if not frames:
@@ -130,28 +128,4 @@ def _finetuning(paths: DemoPaths, path: Path) -> Path | None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _roc(labels: pd.DataFrame, submissions: dict[str, pd.DataFrame], path: Path) -> Path:
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
-    for init, submission in submissions.items():
-        truth, score = injury_scores(labels, submission)
-        for ax, target in zip(axes.flat, SCORE_COLUMNS, strict=True):
-            y = truth[target].to_numpy()
-            if len(np.unique(y)) < 2:
-                continue
-            fpr, tpr, _ = roc_curve(y, score[target].to_numpy())
-            ax.plot(fpr, tpr, label=init)
-    for ax, target in zip(axes.flat, SCORE_COLUMNS, strict=True):
-        ax.plot([0, 1], [0, 1], ":", color="gray")
-        ax.set_title(target)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

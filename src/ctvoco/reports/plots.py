@@ -7,6 +7,7 @@ and write a PNG.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -47,23 +48,35 @@ def injury_scores(
     return pd.DataFrame(truth, index=preds.index), pd.DataFrame(score, index=preds.index)
 
 
-def plot_roc(labels: pd.DataFrame, predictions: pd.DataFrame, path: str | Path) -> Path:
-    """ROC curve of every target (injured vs healthy) with its AUC."""
-    truth, score = injury_scores(labels, predictions)
+def plot_roc(
+    labels: pd.DataFrame,
+    predictions: pd.DataFrame | Mapping[str, pd.DataFrame],
+    path: str | Path,
+) -> Path:
+    """ROC curve of every target (injured vs healthy) with its AUC.
+
+    ``predictions`` is one prediction frame, or several by name (one curve each, e.g. one
+    per backbone initialisation).
+    """
+    named = {"": predictions} if isinstance(predictions, pd.DataFrame) else dict(predictions)
+    scored = {name: injury_scores(labels, frame) for name, frame in named.items()}
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
     for ax, target in zip(axes.flat, SCORE_COLUMNS, strict=True):
-        y, s = truth[target].to_numpy(), score[target].to_numpy()
+        y = next(iter(scored.values()))[0][target].to_numpy()
         if len(np.unique(y)) < 2:
             ax.text(0.5, 0.5, "one class only", ha="center", va="center")
         else:
-            fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, s):.3f}")
+            for name, (truth, score) in scored.items():
+                y, s = truth[target].to_numpy(), score[target].to_numpy()
+                fpr, tpr, _ = roc_curve(y, s)
+                label = f"{name} AUC {roc_auc_score(y, s):.3f}".strip()
+                ax.plot(fpr, tpr, label=label)
             ax.legend(loc="lower right")
         ax.plot([0, 1], [0, 1], ":", color="gray")
         ax.set_title(f"{target} (n+={int(y.sum())}/{len(y)})")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(labels: pd.DataFrame, predictions: pd.DataFrame, path: str | Path) -> Path:
@@ -85,7 +98,7 @@ def plot_confusion(labels: pd.DataFrame, predictions: pd.DataFrame, path: str | 
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(target)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(
@@ -107,10 +120,11 @@ def plot_calibration(
     ax.set_ylabel("observed injury frequency")
     ax.legend(fontsize=8)
     ax.set_title("calibration")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close ``fig``; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
