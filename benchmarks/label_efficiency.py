@@ -50,6 +50,7 @@ from ctvoco.demo import (
     run_side_by_side,
     run_stage,
 )
+from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
 from ctvoco.metrics.rsna import prevalence_predictions, rsna_score, target_auc
 from ctvoco.schema import SCORE_COLUMNS
 
@@ -82,7 +83,7 @@ def prepare_run(run_dir: Path, protocol: list[str]) -> bool:
     if (run_dir / "metrics.json").is_file():
         return True
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / PROTOCOL_FILE).write_text(json.dumps(protocol))
+    write_text_atomic(run_dir / PROTOCOL_FILE, json.dumps(protocol))
     return False
 
 
@@ -252,6 +253,8 @@ def plot(results: pd.DataFrame, baseline: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ctvoco.reports.plots import save_figure
+
     metrics = ["score", *SCORE_COLUMNS]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), sharex=True)
     for ax, metric in zip(axes, metrics, strict=True):
@@ -269,9 +272,7 @@ def plot(results: pd.DataFrame, baseline: float, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("weighted log loss (lower is better)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -322,12 +323,12 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
     results = pd.DataFrame(rows)
-    results.to_csv(root / "results.csv", index=False)
+    write_csv_atomic(root / "results.csv", results, index=False)
     baseline = rsna_score(labels, prevalence_predictions(train_labels, labels["patient_id"]))
     summary = summarise(results)
-    summary.to_csv(root / "summary.csv", index=False)
+    write_csv_atomic(root / "summary.csv", summary, index=False)
     table = markdown(summary, baseline["score"])
-    (root / "summary.md").write_text(table + "\n")
+    write_text_atomic(root / "summary.md", table + "\n")
     plot(results, baseline["score"], root / "label_efficiency.png")
     paired = results.pivot_table(index=["fraction", "seed"], columns="init", values="score")
     gain = (paired["scratch"] - paired["voco"]).groupby("fraction")

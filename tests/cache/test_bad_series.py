@@ -183,6 +183,99 @@ def test_malformed_headers_fail_their_series_only(malformed_tree, tmp_path, num_
     assert (resumed.skipped, resumed.processed) == (5, 0)
 
 
+# ------------------------------------------------------------------ header against pixels, HU
+
+
+def every_file(change) -> Callable[[Path, list[Path]], Path]:
+    """Apply ``change`` to every file; the error must name one of them (the folder is
+    returned, its files are all alike)."""
+
+    def damage(folder: Path, paths: list[Path]) -> Path:
+        for path in paths:
+            edit(path, change)
+        return folder
+
+    return damage
+
+
+def huge_image_size(ds) -> None:
+    ds.Rows, ds.Columns = 65535, 65535
+
+
+def no_rescale_tags(ds) -> None:
+    del ds.RescaleSlope
+    del ds.RescaleIntercept
+
+
+def test_header_and_rescale_defects_fail_their_series_only(tmp_path):
+    root = tmp_path / "raw"
+    add_series(root, 10001, 1, healthy)
+    add_series(root, 10002, 2, every_file(huge_image_size))
+    add_series(root, 10003, 3, every_file(no_rescale_tags))  # unsigned: HU + 1024 stored
+    _, slope_zero = add_series(root, 10004, 4, header_change(3, set_value("RescaleSlope", 0)))
+    signed = series_folder(root, 10005, 5)
+    write_series(signed, phantom(seed=5), name="10005-5", signed=True, rescale_intercept=0.0)
+    for path in sorted(signed.iterdir()):
+        edit(path, no_rescale_tags)
+    cache = VolumeCache(tmp_path / "cache")
+
+    summary = build_cache(rsna_series(root), cache, CONFIG, console=quiet())
+
+    assert (summary.ok, len(summary.failed)) == (2, 3)
+    rows = rows_by_key(cache)
+    assert rows["10001_1"]["status"] == "ok" and rows["10001_1"]["warnings"] == ""
+    huge = rows["10002_2"]
+    assert huge["status"] == "failed"
+    assert huge["error"].startswith(f"{series_folder(root, 10002, 2)}/"), huge["error"]
+    assert "Rows=65535" in huge["error"] and "Columns=65535" in huge["error"], huge["error"]
+    shifted = rows["10003_3"]
+    assert shifted["status"] == "failed"
+    assert shifted["error"].startswith(f"{series_folder(root, 10003, 3)}: "), shifted["error"]
+    assert "not Hounsfield units" in shifted["error"]
+    assert rows["10004_4"]["status"] == "failed"
+    assert rows["10004_4"]["error"].startswith(f"{slope_zero}: RescaleSlope must not be 0")
+    unscaled = rows["10005_5"]
+    assert unscaled["status"] == "ok", unscaled["error"]
+    assert "no RescaleSlope" in unscaled["warnings"] and str(signed) in unscaled["warnings"]
+    assert cache.has("10005_5")
+
+
+def test_unreadable_patient_folder_fails_its_series_and_the_run_finishes(
+    tmp_path, monkeypatch, capsys
+):
+    """A patient folder that cannot be listed is one failed row; every other series is cached."""
+    from tests.data.test_rsna import deny_listing
+
+    root = tmp_path / "raw"
+    add_series(root, 10001, 1, healthy)
+    add_series(root, 10002, 2, healthy)
+    add_series(root, 10003, 3, healthy)
+    patient = root / "train_images" / "10002"
+    deny_listing(monkeypatch, patient)
+    cache_dir = tmp_path / "cache"
+    status = run_preprocess(
+        monkeypatch,
+        f"data.root={root}",
+        f"data.cache_dir={cache_dir}",
+        "data.preprocess.shape=[6,24,24]",
+        "num_workers=0",
+        f"paths.output_dir={tmp_path / 'run'}",
+    )
+    assert status == 1, capsys.readouterr().err
+    cache = VolumeCache(cache_dir)
+    rows = rows_by_key(cache)
+    assert set(rows) == {"10001_1", "10002", "10003_3"}
+    assert rows["10002"]["status"] == "failed"
+    assert rows["10002"]["error"].startswith(f"{patient}: cannot list the patient folder")
+    assert "Permission denied" in rows["10002"]["error"]
+    assert cache.has("10001_1") and cache.has("10003_3")
+
+    monkeypatch.undo()  # the folder is readable again
+    again = build_cache(rsna_series(root), cache, CONFIG, console=quiet())
+    assert (again.ok, len(again.failed)) == (1, 0)
+    assert set(rows_by_key(cache)) == {"10001_1", "10002_2", "10003_3"}, "the folder row went"
+
+
 # ------------------------------------------------------------------ every kind of bad input
 
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from ctvoco.classify.losses import TASKS, head_loss, injury_loss, probabilities, task_targets
+from ctvoco.classify.losses import (
+    TASKS,
+    head_loss,
+    injury_loss,
+    mean_class_weights,
+    probabilities,
+    task_targets,
+)
 from ctvoco.errors import UserError
 from ctvoco.schema import CLASS_WEIGHTS, PREDICTION_COLUMNS, TARGET_CLASSES, TARGETS
 
@@ -71,7 +78,9 @@ HAND_CASES = [
 def test_head_loss_matches_hand_arithmetic(target, logits, classes, weighted, mean):
     z = torch.tensor(logits, dtype=torch.float32)
     y = torch.tensor(classes, dtype=torch.int64)
-    assert head_loss(target, z, y).item() == pytest.approx(weighted, rel=1e-6)
+    # the default (``metric``) without a training mean weight is ``mean``; with one it scales
+    assert head_loss(target, z, y).item() == pytest.approx(mean, rel=1e-6)
+    assert head_loss(target, z, y, "metric", 1.25).item() == pytest.approx(mean / 1.25, rel=1e-6)
     assert head_loss(target, z, y, "weighted_mean").item() == pytest.approx(weighted, rel=1e-6)
     assert head_loss(target, z, y, "mean").item() == pytest.approx(mean, rel=1e-6)
 
@@ -119,8 +128,17 @@ def test_head_loss_accepts_low_precision_logits():
     loss = head_loss("spleen", z, y)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(
-        _reference("spleen", z.float().numpy(), y.numpy(), "weighted_mean"), rel=1e-6
+        _reference("spleen", z.float().numpy(), y.numpy(), "mean"), rel=1e-6
     )
+
+
+def test_mean_class_weights_of_a_prevalence():
+    prevalence = [0.9, 0.1, 0.5, 0.5, 1.0, 0.0, 0.0, 0.5, 0.25, 0.25, 0.0, 0.0, 1.0]
+    assert mean_class_weights(prevalence) == pytest.approx(
+        {"bowel": 1.1, "extravasation": 3.5, "kidney": 1.0, "liver": 2.0, "spleen": 4.0}
+    )
+    with pytest.raises(ValueError, match="13"):
+        mean_class_weights([1.0])
 
 
 def test_head_loss_unknown_reduction_raises_user_error():
@@ -230,3 +248,79 @@ def test_probabilities_are_float32_for_bf16_logits():
     probs = probabilities(logits)
     assert probs.dtype == torch.float32
     assert probs.shape == (2, 13)
+
+
+# Class frequencies of the 3,147 patients of RSNA 2023's train.csv (healthy, low/injury, high).
+RSNA_FREQUENCIES = {
+    "bowel": (0.9797, 0.0203),
+    "extravasation": (0.9358, 0.0642),
+    "kidney": (0.9421, 0.0369, 0.0210),
+    "liver": (0.8977, 0.0814, 0.0209),
+    "spleen": (0.8868, 0.0642, 0.0490),
+}
+
+
+def _constant_optimum(target: str, classes: np.ndarray, reduction: str | None) -> np.ndarray:
+    """The class probabilities of the constant prediction that minimises the average batch
+    loss over three shuffled epochs in batches of 4 (what training with a constant model
+    converges to), with the default reduction when ``reduction`` is ``None``."""
+    from collections import Counter
+
+    n_classes = len(TARGET_CLASSES[target])
+    rng = np.random.default_rng(0)
+    # A constant model's batch loss depends only on the classes in the batch: count each
+    # composition once (exact, and fast).
+    compositions = Counter(
+        tuple(sorted(classes[order].tolist()))
+        for _ in range(3)
+        for order in np.split(rng.permutation(len(classes)), len(classes) // 4)
+    )
+    batches = [(torch.as_tensor(c), n) for c, n in compositions.items()]
+    total_batches = sum(compositions.values())
+    z = torch.zeros(1 if target in ("bowel", "extravasation") else n_classes, dtype=torch.float64)
+    z.requires_grad_(True)
+    optimiser = torch.optim.LBFGS([z], lr=1.0, max_iter=200, tolerance_grad=1e-12)
+    options = {} if reduction is None else {"reduction": reduction}
+
+    def closure():
+        optimiser.zero_grad()
+        total = 0.0
+        for labels, count in batches:
+            total = total + count * head_loss(target, z.expand(len(labels), -1), labels, **options)
+        loss = total / total_batches
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        optimiser.step(closure)
+    z = z.detach()
+    if target in ("bowel", "extravasation"):
+        p = torch.sigmoid(z[0]).item()
+        return np.array([1 - p, p])
+    return torch.softmax(z, dim=0).numpy()
+
+
+def _labelled_table(target: str, size: int = 2000) -> np.ndarray:
+    counts = np.round(np.array(RSNA_FREQUENCIES[target]) * size).astype(int)
+    counts[0] = size - counts[1:].sum()
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_default_loss_has_the_metrics_constant_optimum(target):
+    """The competition metric's best constant prediction is Σ w·y / Σ w per class; training
+    with the default loss in mini-batches of 4 must converge to it, not towards healthy."""
+    classes = _labelled_table(target)
+    weights = np.asarray(CLASS_WEIGHTS[target])[classes]
+    onehot = np.eye(len(TARGET_CLASSES[target]))[classes]
+    expected = (weights[:, None] * onehot).sum(0) / weights.sum()
+    np.testing.assert_allclose(_constant_optimum(target, classes, None), expected, atol=1e-3)
+
+
+def test_the_batch_ratio_reduction_is_biased_towards_healthy():
+    """``weighted_mean`` (Σwℓ/Σw per mini-batch) is kept for comparison: it is not consistent."""
+    classes = _labelled_table("extravasation")
+    weights = np.asarray(CLASS_WEIGHTS["extravasation"])[classes]
+    metric_optimum = (weights * classes).sum() / weights.sum()
+    biased = _constant_optimum("extravasation", classes, "weighted_mean")[1]
+    assert biased < metric_optimum - 0.02

@@ -459,3 +459,192 @@ def test_merge_repeated(argv, expected):
 
 def test_merge_repeated_other_key():
     assert merge_repeated(["x=1", "y=2", "x=3"], "x") == ["y=2", "x=[1,3]"]
+
+
+# --------------------------------------------------------------------------- unusable checkpoints
+class _Payload:
+    """An object that runs a command when unpickled unsafely."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(exc)
+    assert "\n" not in message, message
+    assert len(message) < 400, message
+    assert "weights_only=False" not in message and "Re-running" not in message, message
+    return message
+
+
+def test_a_truncated_checkpoint_is_one_line(trained, tmp_path):
+    data = trained.checkpoint.read_bytes()
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.ckpt: truncated") as info:
+        load_classifier(path, torch.device("cpu"))
+    _one_line(info.value)
+
+
+def test_a_pickle_payload_is_refused_without_running_it(trained, tmp_path):
+    marker = tmp_path / "payload-ran"
+    raw = torch.load(trained.checkpoint, map_location="cpu", weights_only=True)
+    raw["extra"] = _Payload(marker)
+    path = tmp_path / "payload.ckpt"
+    torch.save(raw, path)
+    with pytest.raises(DataError, match=r"payload\.ckpt: .*Python objects") as info:
+        load_classifier(path, torch.device("cpu"))
+    _one_line(info.value)
+    assert not marker.exists()
+
+
+def test_a_pretraining_checkpoint_is_named_as_such(trained, tmp_path):
+    raw = torch.load(trained.checkpoint, map_location="cpu", weights_only=True)
+    raw["state_dict"] = {
+        "student_encoder.backbone." + k.removeprefix("net.encoder.backbone."): v
+        for k, v in raw["state_dict"].items()
+        if k.startswith("net.encoder.backbone.")
+    }
+    raw["hyper_parameters"] = {"backbone": "test_efficientnet", "grid": 2, "head_out": 16}
+    path = tmp_path / "pretrain.ckpt"
+    torch.save(raw, path)
+    with pytest.raises(DataError, match=r"pretrain\.ckpt: a ctvoco-pretrain checkpoint") as info:
+        load_classifier(path, torch.device("cpu"))
+    assert "ctvoco-finetune" in _one_line(info.value)
+
+
+def test_checkpoint_with_missing_weights_is_one_short_line(trained, tmp_path):
+    raw = torch.load(trained.checkpoint, map_location="cpu", weights_only=True)
+    raw["state_dict"] = {k: v for k, v in raw["state_dict"].items() if "heads" not in k}
+    path = tmp_path / "partial.ckpt"
+    torch.save(raw, path)
+    with pytest.raises(DataError, match=r"partial\.ckpt: .*missing") as info:
+        load_classifier(path, torch.device("cpu"))
+    _one_line(info.value)
+
+
+# --------------------------------------------------------------------------- where it writes
+def _no_inference(monkeypatch):
+    import ctvoco.classify.predict as predict
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inference ran before the output was found unwritable")
+
+    monkeypatch.setattr(predict, "_run_models", refuse)
+
+
+def test_an_unwritable_output_fails_before_inference(trained, test_images, tmp_path, monkeypatch):
+    _no_inference(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match=r"output=.*a-file.*not a directory") as info:
+        predict_submission(
+            [trained.checkpoint],
+            test_images,
+            blocker / "submission.csv",
+            cache_dir=tmp_path / "cache",
+            device="cpu",
+        )
+    message = _one_line(info.value)
+    assert "data." not in message, message
+
+
+def test_an_output_naming_a_directory_fails_before_inference(
+    trained, test_images, tmp_path, monkeypatch
+):
+    _no_inference(monkeypatch)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UserError, match=r"output=.*out.* is a directory"):
+        predict_submission(
+            [trained.checkpoint], test_images, tmp_path / "out", cache_dir=tmp_path / "c"
+        )
+
+
+def test_an_unwritable_cache_names_predicts_own_key(trained, test_images, tmp_path, monkeypatch):
+    _no_inference(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match=r"cache_dir=") as info:
+        predict_submission(
+            [trained.checkpoint],
+            test_images,
+            tmp_path / "out" / "submission.csv",
+            cache_dir=blocker / "cache",
+            device="cpu",
+        )
+    assert "data.cache_dir" not in _one_line(info.value)
+
+
+def test_a_cache_of_other_preprocessing_names_predicts_own_key(trained, test_images, tmp_path):
+    from ctvoco.cache.volume_cache import VolumeCache
+    from ctvoco.preprocessing.pipeline import PreprocessConfig
+
+    cache = tmp_path / "cache"
+    VolumeCache(cache).ensure_variant(PreprocessConfig(shape=(8, 32, 32)))
+    with pytest.raises(UserError, match=r"cache_dir") as info:
+        predict_submission(
+            [trained.checkpoint], test_images, tmp_path / "s.csv", cache_dir=cache, device="cpu"
+        )
+    assert "data.cache_dir" not in str(info.value)
+
+
+@pytest.mark.parametrize("fail_on", ["submission.csv", "series_predictions.csv"])
+def test_a_failing_write_leaves_no_partial_file(
+    trained, test_images, tmp_path, monkeypatch, fail_on
+):
+    output = tmp_path / "out" / "submission.csv"
+    real_to_csv = pd.DataFrame.to_csv
+    written: list[str] = []
+
+    def failing_to_csv(frame, target=None, *args, **kwargs):
+        name = getattr(target, "name", str(target))
+        written.append(str(name))
+        if fail_on in str(name):
+            if isinstance(target, str | Path):
+                Path(target).write_text("patient_id,partial\n1,")
+            else:
+                target.write("patient_id,partial\n1,")
+            raise OSError(28, "No space left on device")
+        return real_to_csv(frame, target, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
+    with pytest.raises(UserError, match=r"No space left on device.*output="):
+        predict_submission(
+            [trained.checkpoint], test_images, output, cache_dir=tmp_path / "cache", device="cpu"
+        )
+    assert any(fail_on in name for name in written), written
+    assert not output.with_name(fail_on).exists()
+    # only complete files: the submission when a later file failed, nothing else
+    leftovers = {p.name for p in output.parent.iterdir()}
+    assert leftovers <= {"submission.csv"} - {fail_on}, leftovers
+
+
+# --------------------------------------------------------------------------- listed patients
+def test_a_listed_patient_without_images_gets_the_training_prevalence(
+    trained, test_images, tmp_path, caplog
+):
+    patients = sorted(int(p.name) for p in test_images.iterdir())
+    absent = max(patients) + 1000
+    listed = [absent, *patients]
+    pd.DataFrame({"patient_id": listed, **dict.fromkeys(COLUMNS, 0.5)}).to_csv(
+        test_images.parent / "sample_submission.csv", index=False
+    )
+    output = tmp_path / "submission.csv"
+    with caplog.at_level(logging.WARNING, logger="ctvoco"):
+        result = predict_submission([trained.checkpoint], test_images, output, device="cpu")
+    written = pd.read_csv(output)
+    assert written["patient_id"].tolist() == listed
+    _check_submission(written, listed)
+    row = written.set_index("patient_id").loc[absent, COLUMNS].to_numpy(float)
+    np.testing.assert_allclose(row, trained.prevalence, atol=1e-12)
+    assert str(absent) in result.fallback_patients
+    assert any(
+        str(absent) in r.getMessage() and "sample_submission.csv" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )

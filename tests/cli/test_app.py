@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ctvoco.cli.app import child_command, config_error_sentence, ensure_writable_dir, hydra_app
+from ctvoco.cli.app import (
+    EXIT_USER_ERROR,
+    child_command,
+    config_error_sentence,
+    ensure_writable_dir,
+    hydra_app,
+)
 from ctvoco.cli.components import check_targets, wandb_mode
 from ctvoco.errors import UserError
 
@@ -200,6 +206,7 @@ def test_multirun_child_command_runs_one_job_in_its_directory() -> None:
         "+experiment=rsna",
         "hydra.verbose=true",
         "paths.output_dir=/runs/sweep/1",
+        "hydra.mode=RUN",
         "hydra.run.dir=/runs/sweep/1",
         "hydra.output_subdir=null",
     ]
@@ -253,3 +260,106 @@ def test_wandb_mode(env, netrc, mode, tmp_path) -> None:
     path.write_text(netrc)
     path.chmod(0o600)
     assert wandb_mode(environ=env, netrc_path=path) == mode
+
+
+def _task_must_not_run(cfg) -> None:
+    pytest.fail("the task started although the config has a value of the wrong type")
+
+
+WRONG_TYPES = [
+    ("finetune", ["trainer.max_steps=abc"], "trainer.max_steps=abc", "an integer"),
+    ("finetune", ["model.module.lr=abc"], "model.module.lr=abc", "a number"),
+    ("finetune", ["data.batch_size=abc"], "data.batch_size=abc", "an integer"),
+    ("finetune", ["data.fold=abc"], "data.fold=abc", "an integer or null"),
+    ("finetune", ["trainer.max_steps=1.5"], "trainer.max_steps=1.5", "an integer"),
+    ("pretrain", ["model.module.lr=abc"], "model.module.lr=abc", "a number"),
+    ("pretrain", ["trainer.enable_progress_bar=abc"], "trainer.enable_progress_bar=abc", "true"),
+    ("preprocess", ["num_workers=abc"], "num_workers=abc", "an integer"),
+    ("predict", ["checkpoint=a.ckpt", "input=x", "batch_size=abc"], "batch_size=abc", "an integer"),
+    ("synth", ["n_patients=abc"], "n_patients=abc", "an integer"),
+]
+
+
+@pytest.mark.parametrize(("config", "overrides", "shown", "expected"), WRONG_TYPES)
+def test_a_value_of_the_wrong_type_is_one_line_naming_key_value_and_type(
+    config, overrides, shown, expected, monkeypatch, tmp_path, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_app(_task_must_not_run, overrides, monkeypatch, tmp_path, config=config)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(f"ctvoco-test: error: {shown} is "), err
+    assert f"must be {expected}" in err, err
+    assert not (tmp_path / "run").exists(), "a command that failed left its run directory"
+
+
+SHIPPED_CONFIGS = [
+    ("preprocess", []),
+    ("predict", ["checkpoint=a.ckpt", "input=x"]),
+    ("synth", []),
+    ("pretrain", []),
+    ("finetune", []),
+    ("pretrain", ["+experiment=demo_pretrain"]),
+    ("pretrain", ["+experiment=flare"]),
+    ("pretrain", ["+experiment=flare_rsna"]),
+    ("pretrain", ["+experiment=rsna_pretrain"]),
+    ("finetune", ["+experiment=demo_finetune"]),
+    ("finetune", ["+experiment=rsna"]),
+    ("finetune", ["+experiment=rsna_voco", "pretrained=export.pt"]),
+    ("finetune", ["hparams_search=classifier_optuna"]),
+]
+
+
+@pytest.mark.parametrize(("config", "overrides"), SHIPPED_CONFIGS)
+def test_shipped_configs_pass_the_type_check(config, overrides) -> None:
+    from hydra import compose, initialize_config_module
+
+    from ctvoco.cli.app import check_config_types
+
+    with initialize_config_module("ctvoco.conf", version_base="1.3"):
+        check_config_types(compose(config, overrides), config)
+
+
+def test_a_failed_command_leaves_no_run_directory(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    main = hydra_app("predict")(lambda cfg: str(cfg.checkpoint))
+    monkeypatch.setattr(sys, "argv", ["ctvoco-test"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    assert "checkpoint is required" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [], "the failed command left outputs/ behind"
+
+
+def test_a_failure_keeps_a_run_directory_that_holds_earlier_work(monkeypatch, tmp_path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+
+    def task(cfg):
+        raise UserError("bad data")
+
+    with pytest.raises(SystemExit):
+        run_app(task, [], monkeypatch, tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"weights"
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path) -> None:
+    """``ctvoco-finetune --help | head -1``: the reader is gone before the help is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "ctvoco-finetune"), "--help"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == "", result.stderr
+    assert result.returncode != EXIT_USER_ERROR
+    assert list(tmp_path.iterdir()) == []

@@ -109,3 +109,67 @@ def test_program_modules_import_no_torch(program: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], script: str) -> str:
+    """Exit status 2, one line on stderr, no traceback; returns the message after the prefix."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    [line] = result.stderr.strip().splitlines()
+    prefix = f"{script}: error: "
+    assert line.startswith(prefix), line
+    return line.removeprefix(prefix)
+
+
+@pytest.mark.parametrize(
+    ("script", "override", "expected"),
+    [
+        ("ctvoco-finetune", "trainer.max_steps=abc", "must be an integer"),
+        ("ctvoco-preprocess", "num_workers=abc", "must be an integer"),
+    ],
+)
+def test_wrong_type_override_is_one_line(script, override, expected, tmp_path: Path) -> None:
+    message = assert_one_error_line(run(script, override, cwd=tmp_path), script)
+    assert message.startswith(f"{override} is a string; ") and expected in message, message
+    assert list(tmp_path.iterdir()) == [], "the failed command left a run directory"
+
+
+@pytest.mark.parametrize(
+    ("script", "override", "key"),
+    [
+        ("ctvoco-finetune", "model.module.lr=-0.001", "model.module.lr=-0.001"),
+        ("ctvoco-finetune", "model.module.weight_decay=-1", "model.module.weight_decay=-1"),
+        ("ctvoco-pretrain", "model.module.lr=0", "model.module.lr=0"),
+    ],
+)
+def test_bad_optimiser_setting_stops_before_any_work(script, override, key, tmp_path: Path):
+    # No data exists here: the check must come before the data is looked at.
+    message = assert_one_error_line(run(script, override, cwd=tmp_path), script)
+    assert message.startswith(key), message
+    assert list(tmp_path.iterdir()) == [], "the failed command left a run directory"
+
+
+def test_train_csv_without_rows_is_one_line(tiny_cohort, tmp_path: Path) -> None:
+    labels = tmp_path / "train.csv"
+    header = (tiny_cohort.rsna_root / "train.csv").read_text().splitlines()[0]
+    labels.write_text(header + "\n")
+    result = run(
+        "ctvoco-finetune",
+        f"data.root={tiny_cohort.rsna_root}",
+        f"data.labels_csv={labels}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "model.module.backbone=test_efficientnet",
+        "logger=none",
+        cwd=tmp_path,
+    )
+    message = assert_one_error_line(result, "ctvoco-finetune")
+    assert str(labels) in message and "no patients" in message, message
+
+
+def test_missing_argument_leaves_no_run_directory(tmp_path: Path) -> None:
+    message = assert_one_error_line(
+        run("ctvoco-predict", "input=x", cwd=tmp_path), "ctvoco-predict"
+    )
+    assert message.startswith("checkpoint is required"), message
+    assert list(tmp_path.iterdir()) == [], "the failed command left outputs/ behind"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -336,3 +338,55 @@ def test_synthetic_cohort_series_match_the_meta_tables(tiny_cohort) -> None:
         assert {s.key for s in rsna_series(tiny_cohort.rsna_root, split)} == expected
     test_patients = {s.patient_id for s in rsna_series(tiny_cohort.rsna_root, "test")}
     assert len(test_patients) == tiny_cohort.spec.n_test
+
+
+# -- unreadable folders ------------------------------------------------------------------
+def deny_listing(monkeypatch, *folders: Path) -> None:
+    """Listing ``folders`` fails as it does for a folder of mode 000 (for any user but root)."""
+    real = Path.iterdir
+    denied = {Path(f) for f in folders}
+
+    def iterdir(self: Path):
+        if self in denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
+def test_unreadable_patient_folder_becomes_a_failing_source(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    make_tree(tmp_path, "train", ["10/100", "10/101", "11/12"])
+    patient = tmp_path / "train_images" / "10"
+    deny_listing(monkeypatch, patient)
+    with caplog.at_level(logging.WARNING, logger="ctvoco.data.rsna"):
+        sources = rsna_series(tmp_path)
+    assert [s.key for s in sources] == ["10", "11_12"]
+    unreadable, readable = sources
+    assert (unreadable.patient_id, unreadable.series_id) == ("10", "")
+    assert unreadable.source == str(patient)
+    assert unreadable.error.startswith(f"{patient}: cannot list the patient folder")
+    assert "Permission denied" in unreadable.error
+    assert readable.error == ""
+    assert any(str(patient) in r.getMessage() for r in caplog.records)
+
+
+def test_unreadable_images_folder_is_a_user_error(tmp_path: Path, monkeypatch) -> None:
+    make_tree(tmp_path, "train", ["10/100"])
+    deny_listing(monkeypatch, tmp_path / "train_images")
+    with pytest.raises(UserError, match=r"train_images: cannot list .*Permission denied"):
+        rsna_series(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders whatever their mode")
+def test_patient_folder_of_mode_000(tmp_path: Path) -> None:
+    make_tree(tmp_path, "train", ["10/100", "11/12"])
+    patient = tmp_path / "train_images" / "10"
+    patient.chmod(0)
+    try:
+        sources = rsna_series(tmp_path)
+    finally:
+        patient.chmod(0o755)
+    assert [s.key for s in sources] == ["10", "11_12"]
+    assert "Permission denied" in sources[0].error

@@ -733,6 +733,118 @@ def test_data_error_is_a_user_error():
     assert issubclass(DataError, ValueError)
 
 
+# ------------------------------------------------------- header against pixel data
+
+
+def set_image_size(rows: int, columns: int):
+    """A change for :func:`edit` that claims another image size, pixel data unchanged."""
+
+    def change(ds: pydicom.Dataset) -> None:
+        ds.Rows, ds.Columns = rows, columns
+
+    return change
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(65535, 65535), (65535, 56), (24, 56)])
+def test_image_size_not_matching_uncompressed_pixel_data(tmp_path, rows, columns):
+    """Every file of the series claims another size: an error naming the file and the tags,
+    raised before anything of the claimed size is allocated."""
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)
+    for path in paths:
+        edit(path, set_image_size(rows, columns))
+    expected = rows * columns * 2
+    with pytest.raises(DataError) as info:
+        read_dicom_series(folder)
+    message = str(info.value)
+    assert re.match(rf"^{re.escape(str(folder))}/\d+\.dcm: ", message), message
+    for text in (
+        f"Rows={rows}",
+        f"Columns={columns}",
+        "BitsAllocated=16",
+        "SamplesPerPixel=1",
+        f"{expected} bytes",
+        f"PixelData holds {SHAPE[1] * SHAPE[2] * 2} bytes",
+    ):
+        assert text in message, message
+
+
+def test_image_size_not_matching_rle_pixel_data(tmp_path):
+    """RLE frames far too short for the claimed size are refused before decoding."""
+    folder = tmp_path / "s"
+    paths = write_series(folder)
+    for path in paths:
+        edit(path, set_image_size(65535, 65535))
+    with pytest.raises(DataError) as info:
+        read_dicom_series(folder)
+    message = str(info.value)
+    assert re.match(rf"^{re.escape(str(folder))}/\d+\.dcm: ", message), message
+    assert "Rows=65535" in message and "Columns=65535" in message, message
+    assert "RLE" in message, message
+
+
+def test_slice_claiming_one_row_less_than_its_pixels(tmp_path):
+    """A header smaller than its pixel data would silently read a part of the image."""
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)
+    edit(paths[5], set_image_size(SHAPE[1] - 1, SHAPE[2]))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(paths[5]))}: Rows={SHAPE[1] - 1}, "):
+        read_dicom_series(folder)
+
+
+# ------------------------------------------------------------------------- rescale
+
+
+def without_rescale_tags(paths: list[Path]) -> None:
+    for path in paths:
+        edit(path, delete("RescaleSlope"))
+        edit(path, delete("RescaleIntercept"))
+
+
+def test_unsigned_ct_without_rescale_tags_is_refused(tmp_path):
+    """Stored values HU + 1024 read with intercept 0 would be shifted by 1024 HU."""
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)  # unsigned, intercept -1024
+    without_rescale_tags(paths)
+    with pytest.raises(DataError) as info:
+        read_dicom_series(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder}: "), message
+    assert "not Hounsfield units" in message, message
+    assert "RescaleIntercept" in message and "RescaleSlope" in message, message
+
+
+def test_signed_ct_without_rescale_tags_reads_with_a_warning(tmp_path):
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False, signed=True, rescale_intercept=0.0)
+    without_rescale_tags(paths[:3])
+    volume = read_dicom_series(folder)
+    np.testing.assert_array_equal(volume.hu, phantom())
+    (warning,) = [w for w in volume.warnings if "Rescale" in w]
+    assert warning.startswith(f"{folder}: 3 of {SHAPE[0]} files have no RescaleSlope"), warning
+    assert "RescaleIntercept" in warning
+
+
+def test_rescale_slope_zero_is_an_error(tmp_path):
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)
+    edit(paths[4], set_value("RescaleSlope", 0))
+    with pytest.raises(
+        DataError, match=rf"^{re.escape(str(paths[4]))}: RescaleSlope must not be 0"
+    ):
+        read_dicom_series(folder)
+
+
+def test_wrong_intercept_is_refused(tmp_path):
+    """Values that cannot be HU are refused even when the tags are present."""
+    folder = tmp_path / "s"
+    paths = write_series(folder, compress=False)
+    for path in paths:
+        edit(path, set_value("RescaleIntercept", 0))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(folder))}: .*not Hounsfield units"):
+        read_dicom_series(folder)
+
+
 # ----------------------------------------------------------------------- sign_extend
 
 

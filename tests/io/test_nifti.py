@@ -260,14 +260,59 @@ def test_true_4d_is_an_error(tmp_path):
     data = np.zeros((8, 9, 10, 2), dtype=np.int16)
     path = tmp_path / "four_d.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-    with pytest.raises(DataError, match=r"four_d\.nii\.gz: expected a 3D volume"):
+    with pytest.raises(DataError, match=r"four_d\.nii\.gz: expected a 3D volume, .*2 volumes"):
         read_nifti(path)
 
 
-def test_2d_is_an_error(tmp_path):
+@pytest.mark.parametrize(
+    ("directions", "name"),
+    [(RAS_STORAGE, "ras"), (CANONICAL_DIRECTIONS, "canonical"), (np.stack([Z, X, -Y]), "perm")],
+    ids=["ras", "canonical", "permuted"],
+)
+def test_one_slice_volume_is_read_like_a_one_slice_dicom_series(tmp_path, directions, name):
+    """One slice stays a ``(1, H, W)`` volume, whichever stored axis holds the slice."""
+    hu = phantom()[4:5]
+    path = write_nifti(hu, tmp_path / f"{name}.nii.gz", SPACING, directions=directions)
+    assert 1 in nib.load(path).shape
+    volume = read_nifti(path)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.spacing == pytest.approx(SPACING)
+    assert volume.positions is not None and volume.positions.shape == (1,)
+
+
+def test_one_slice_with_a_singleton_fourth_axis(tmp_path):
+    hu = phantom()[:1]
+    stored = hu[::-1, ::-1, ::-1].transpose(2, 1, 0)[..., None]  # (x, y, 1, 1), RAS+
+    path = tmp_path / "one_t.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), np.diag([0.7, 0.8, 2.5, 1.0])), path)
+    np.testing.assert_array_equal(read_nifti(path).hu, hu)
+
+
+def test_2d_image_is_one_slice(tmp_path):
+    """A NIfTI image with two dimensions has an implicit third of size one (``dim[3] = 1``)."""
+    hu = phantom()[:1]
+    stored = hu[0, ::-1, ::-1].T  # (x, y), RAS+
     path = tmp_path / "flat.nii"
-    nib.save(nib.Nifti1Image(np.zeros((8, 9), dtype=np.int16), np.eye(4)), path)
-    with pytest.raises(DataError, match=r"flat\.nii: expected a 3D volume"):
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), np.diag([0.7, 0.8, 2.5, 1.0])), path)
+    assert nib.load(path).ndim == 2
+    volume = read_nifti(path)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.spacing == pytest.approx(SPACING)
+
+
+def test_1d_is_an_error_saying_what_is_wrong(tmp_path):
+    path = tmp_path / "line.nii"
+    nib.save(nib.Nifti1Image(np.zeros((8,), dtype=np.int16), np.eye(4)), path)
+    with pytest.raises(
+        DataError, match=r"line\.nii: expected a 3D volume \(or one 2D slice\), .*shape \(8,\)"
+    ):
+        read_nifti(path)
+
+
+def test_values_that_cannot_be_hu_are_refused(tmp_path):
+    """A volume stored as HU + 1024 (air at +24, the body above +1000) is not HU."""
+    path = write_nifti((phantom() + 1024).astype(np.int16), tmp_path / "shifted.nii.gz", SPACING)
+    with pytest.raises(DataError, match=r"shifted\.nii\.gz: .*not Hounsfield units"):
         read_nifti(path)
 
 

@@ -7,7 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from ctvoco.io.volume import CANONICAL_DIRECTIONS, CTVolume, canonical_transform, to_canonical
+from ctvoco.errors import DataError
+from ctvoco.io.volume import (
+    CANONICAL_DIRECTIONS,
+    CTVolume,
+    canonical_transform,
+    check_hounsfield,
+    to_canonical,
+)
 
 # LPS unit vectors
 X, Y, Z = np.eye(3)
@@ -139,3 +146,47 @@ BAD_VOLUME_CASES = [
 def test_ctvolume_invalid(name, hu, spacing, match):
     with pytest.raises(ValueError, match=match):
         CTVolume(hu=hu, spacing=spacing)
+
+
+# ---------------------------------------------------------------- check_hounsfield
+
+
+def _body(shape=(6, 64, 64), air=-1000, padding=None, fat=-100, soft=40, bone=700):
+    """Air around an elliptic body of fat, soft tissue and a bone disc (HU)."""
+    _, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    hu = np.full(shape, air, dtype=np.int16)
+    if padding is not None:  # outside the round field of view
+        hu[:, (yy - h / 2) ** 2 + (xx - w / 2) ** 2 > (h / 2) ** 2] = padding
+    hu[:, ((yy - h / 2) / (0.4 * h)) ** 2 + ((xx - w / 2) / (0.45 * w)) ** 2 <= 1] = fat
+    hu[:, ((yy - h / 2) / (0.3 * h)) ** 2 + ((xx - w / 2) / (0.35 * w)) ** 2 <= 1] = soft
+    hu[:, (yy - 0.7 * h) ** 2 + (xx - w / 2) ** 2 <= (0.08 * h) ** 2] = bone
+    return hu
+
+
+PLAUSIBLE_CASES = [
+    ("body_in_air", _body()),
+    ("padding_outside_fov", _body(padding=-3024)),
+    ("only_air", np.full((2, 16, 16), -1000, dtype=np.int16)),
+    ("tight_crop_without_air", _body()[:, 20:44, 20:44]),
+    ("contrast_and_bone", _body(soft=250, bone=1500)),
+    ("one_slice", _body()[:1]),
+]
+
+
+@pytest.mark.parametrize("hu", [c[1] for c in PLAUSIBLE_CASES], ids=[c[0] for c in PLAUSIBLE_CASES])
+def test_real_ct_values_pass(hu):
+    check_hounsfield(hu, "ct")
+
+
+SHIFTED_CASES = [
+    ("stored_plus_1024", _body() + 1024),
+    ("padding_plus_1024", (_body(padding=-1024) + 1024)),
+    ("tight_crop_plus_1024", _body()[:, 20:44, 20:44] + 1024),
+]
+
+
+@pytest.mark.parametrize("hu", [c[1] for c in SHIFTED_CASES], ids=[c[0] for c in SHIFTED_CASES])
+def test_values_shifted_by_1024_are_refused(hu):
+    with pytest.raises(DataError, match=r"^series 7: values are not Hounsfield units: .*; fix it"):
+        check_hounsfield(hu, "series 7", "fix it")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from ctvoco.models.checkpoints import (
     load_backbone_weights,
     read_state_file,
 )
+from ctvoco.voco.export import BackboneExport
 from ctvoco.voco.module import VoCoPretrainer
 from ctvoco.voco.views import VoCoViews
 
@@ -245,3 +248,49 @@ def test_missing_file(tmp_path: Path):
 def test_data_error_is_a_user_error():
     assert issubclass(DataError, UserError)
     assert issubclass(DataError, ValueError)
+
+
+# --------------------------------------------------------------------- atomic exports
+def failing_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.save`` writes a few bytes, then fails as on a full disk."""
+
+    def save(obj, target, *args, **kwargs):
+        if isinstance(target, str | os.PathLike):
+            Path(target).write_bytes(b"PK\x03\x04partial")
+        else:
+            target.write(b"PK\x03\x04partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_a_failing_export_leaves_no_partial_file(pretrained, tmp_path, monkeypatch):
+    ckpt, _ = pretrained
+    out = tmp_path / "out" / "backbone.pt"
+    failing_torch_save(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        export_backbone(ckpt, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == []
+
+
+def test_a_failing_export_keeps_the_previous_export(pretrained, tmp_path, monkeypatch):
+    ckpt, _ = pretrained
+    out = export_backbone(ckpt, tmp_path / "backbone.pt")
+    before = out.read_bytes(), out.with_suffix(".json").read_text()
+    failing_torch_save(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        export_backbone(ckpt, out)
+    assert (out.read_bytes(), out.with_suffix(".json").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.json", "backbone.pt"]
+
+
+def test_a_failing_end_of_run_export_leaves_no_partial_file(tmp_path, monkeypatch):
+    module = VoCoPretrainer(
+        backbone=BACKBONE, crop_size=32, grid=2, head_hidden=32, head_out=16, warmup_steps=1
+    )
+    export = BackboneExport(tmp_path / "export")
+    failing_torch_save(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        export.on_fit_end(SimpleNamespace(global_step=3), module)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == []
+    assert export.path is None

@@ -187,6 +187,17 @@ def test_sources_give_the_same_array(tmp_path):
         np.testing.assert_array_equal(out, expected, err_msg=name)
 
 
+def test_one_slice_sources_give_the_same_array(tmp_path):
+    """A one-slice DICOM series and a one-slice NIfTI volume are both preprocessed."""
+    hu = phantom()[5:6]
+    sources = write_sources(tmp_path, hu)
+    expected = preprocess_series(hu, shape=SMALL)
+    assert expected.shape == SMALL
+    for name in ("dicom_folder", "nifti"):
+        out = preprocess_series(sources[name], shape=SMALL)
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+
+
 def test_overrides_and_config(tmp_path):
     hu = phantom()
     config = PreprocessConfig(shape=SMALL, windows=[FLARE_WINDOW])

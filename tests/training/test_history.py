@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ctvoco.io.atomic import TMP_MARK
 from ctvoco.training.history import MetricsHistory, plot_learning_curves
 
 
@@ -87,7 +88,8 @@ def test_learning_curves_png_at_fit_end(finished):
     history, _ = finished
     assert history.plot_path == history.directory / "learning_curves.png"
     assert history.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (history.directory / ".metrics.csv.tmp").exists()
+    leftovers = [p.name for p in history.directory.iterdir() if TMP_MARK in p.name]
+    assert not leftovers, leftovers
 
 
 def test_validation_after_fit_adds_no_row(tmp_path: Path):
@@ -195,3 +197,41 @@ def test_validating_an_earlier_checkpoint_keeps_the_whole_history(tmp_path: Path
     first = sorted((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))[0]
     trainer.validate(trainer.lightning_module, data(), ckpt_path=first, weights_only=True)
     assert list(pd.read_csv(history.csv_path)["epoch"]) == [0, 1, 2]
+
+
+def test_validation_columns_are_empty_on_epochs_without_validation(tmp_path: Path):
+    """Validating every second epoch: no value is carried over to the epochs in between."""
+    history = MetricsHistory(tmp_path / "run")
+    fit(history, epochs=4, model=EpochEndScore(), check_val_every_n_epoch=2)
+    frame = pd.read_csv(history.csv_path)
+    assert list(frame["epoch"]) == [0, 1, 2, 3]
+    assert frame["train/loss"].notna().all()
+    assert frame["val/loss"].isna().tolist() == [True, False, True, False]
+    assert frame["val/score"].isna().tolist() == [True, False, True, False]
+    assert frame["val/score"].dropna().tolist() == [1.5, 3.5]
+
+
+def test_a_csv_logger_run_has_exactly_one_metrics_csv(tmp_path: Path):
+    """``logger=csv`` keeps its per-step log under ``csv/`` beside the run's metrics.csv."""
+    from hydra import compose, initialize_config_module
+
+    from ctvoco.cli.components import build_loggers
+
+    with initialize_config_module(config_module="ctvoco.conf", version_base="1.3"):
+        cfg = compose("pretrain", overrides=[f"paths.output_dir={tmp_path}", "logger=csv"])
+    [logger] = build_loggers(cfg)
+    history = MetricsHistory(tmp_path)
+    fit(history, epochs=2, model=StepAndEpochLogger(), logger=logger, log_every_n_steps=1)
+    assert sorted(tmp_path.rglob("metrics.csv")) == [history.csv_path]
+    steps = pd.read_csv(tmp_path / "csv" / "steps.csv")
+    assert steps["train/step_loss"].notna().sum() == 4  # one row per training step
+    assert list(pd.read_csv(history.csv_path)["epoch"]) == [0, 1]
+
+
+class StepAndEpochLogger(TinyRegression):
+    """Also logs a per-step loss, as the shipped modules do."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train/step_loss", loss)
+        return loss

@@ -117,6 +117,7 @@ def cache(tiny_cohort, tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_killed_and_resumed_run_equals_uninterrupted(program, tiny_cohort, cache, tmp_path) -> None:
+    """Unbounded epochs (``max_steps`` ends the run), resumed from a named step checkpoint."""
     straight = tmp_path / "straight"
     run(command(program, tiny_cohort, cache, straight), tmp_path)
 
@@ -139,11 +140,95 @@ def test_killed_and_resumed_run_equals_uninterrupted(program, tiny_cohort, cache
     resume_from = periodic / "step0000003.ckpt"
     run(command(program, tiny_cohort, cache, interrupted, f"ckpt_path={resume_from}"), tmp_path)
 
-    expected = weights(straight / "checkpoints" / "periodic" / "step0000008.ckpt")
-    actual = weights(periodic / "step0000008.ckpt")
+    assert_same_weights(
+        straight / "checkpoints" / "periodic" / "step0000008.ckpt",
+        periodic / "step0000008.ckpt",
+    )
+
+
+# The shipped experiments' settings: a finite number of epochs (which makes Lightning load the
+# training data while the optimiser's schedule is built), loader workers kept between epochs,
+# validation every few epochs; a cohort and epochs small enough for a test.
+EPOCHS = 3
+SHIPPED = {
+    "pretrain": [
+        "data.num_workers=2",
+        "data.persistent_workers=true",
+        "trainer.max_steps=-1",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.check_val_every_n_epoch=2",
+    ],
+    "finetune": [
+        "+experiment=demo_finetune",
+        "~synthetic",
+        "data.batch_size=1",
+        "model.views.num_slices=6",
+        "model.views.crop=48",
+        "trainer.max_steps=-1",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.check_val_every_n_epoch=2",
+    ],
+}
+
+
+def assert_same_weights(expected_path: Path, actual_path: Path) -> None:
+    expected, actual = weights(expected_path), weights(actual_path)
     assert expected.keys() == actual.keys()
     different = [k for k in expected if not torch.equal(expected[k], actual[k])]
     assert not different, f"{len(different)} tensors differ after resuming, e.g. {different[:3]}"
+
+
+def saved_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program", sorted(SHIPPED))
+def test_killed_twice_mid_epoch_and_resumed_from_last_equals_uninterrupted(
+    program, tiny_cohort, cache, tmp_path
+) -> None:
+    """SIGKILL inside the first and inside the second epoch, ``ckpt_path=last`` each time."""
+
+    def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            command(program, tiny_cohort, cache, run_dir, *SHIPPED[program], *extra),
+            cwd=tmp_path,
+            env=environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    straight = tmp_path / "straight"
+    process = start(straight)
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 0, err[-4000:]
+    final = sorted((straight / "checkpoints" / "periodic").glob("step*.ckpt"))
+    total = saved_step(final[-1])
+    per_epoch, rest = divmod(total, EPOCHS)
+    assert rest == 0 and per_epoch >= 4, f"{total} steps in {EPOCHS} epochs"
+
+    interrupted = tmp_path / "interrupted"
+    periodic = interrupted / "checkpoints" / "periodic"
+    resumed_at = []
+    for epoch in (0, 1):
+        kill_after = epoch * per_epoch + per_epoch // 2 - 1
+        process = start(interrupted, *(["ckpt_path=last"] if resumed_at else []))
+        try:
+            wait_for(periodic / f"step{kill_after:07d}.ckpt", process)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        newest = max(periodic.glob("step*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+        resumed_at.append(saved_step(newest))
+    assert [step // per_epoch for step in resumed_at] == [0, 1], resumed_at
+    assert all(step % per_epoch for step in resumed_at), f"not inside an epoch: {resumed_at}"
+
+    process = start(interrupted, "ckpt_path=last")
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 0, err[-4000:]
+    assert_same_weights(final[-1], periodic / final[-1].name)
 
 
 @pytest.mark.slow
@@ -157,7 +242,7 @@ def test_same_seed_same_losses(program, tiny_cohort, cache, tmp_path) -> None:
             command(program, tiny_cohort, cache, tmp_path / name, "trainer.log_every_n_steps=1"),
             tmp_path,
         )
-        frame = pd.read_csv(tmp_path / name / "csv" / "metrics.csv")
+        frame = pd.read_csv(tmp_path / name / "csv" / "steps.csv")
         losses.append(frame["train/loss"].dropna().tolist())
     assert len(losses[0]) >= 5
     assert losses[0] == losses[1]

@@ -38,7 +38,32 @@ def test_trivial_mae_by_hand():
     # N = 2, y = [[1, 0]] -> |0.5 - 1| = |0.5 - 0| = 0.5; pred [[0.75, 0.25]] -> mae 0.25
     y = torch.tensor([[[1.0, 0.0]]])
     out = position_errors(torch.tensor([[[0.75, 0.25]]]), y)
-    assert out == pytest.approx({"mae": 0.25, "trivial_mae": 0.5, "rank_corr": 1.0})
+    picked = {k: out[k] for k in ("mae", "trivial_mae", "zeros_mae", "rank_corr")}
+    assert picked == pytest.approx(
+        {"mae": 0.25, "trivial_mae": 0.5, "zeros_mae": 0.5, "rank_corr": 1.0}
+    )
+
+
+def test_baselines_by_hand():
+    # two views of N = 2 cells: y = [1, 0] and [0, 0.5]; the per-cell prior is [0.5, 0.25]
+    y = torch.tensor([[[1.0, 0.0]], [[0.0, 0.5]]])
+    out = position_errors(torch.zeros_like(y), y)
+    assert out["trivial_mae"] == pytest.approx((0.5 + 0.5 + 0.5 + 0.0) / 4)
+    assert out["zeros_mae"] == pytest.approx(1.5 / 4)
+    assert out["cell_prior_mae"] == pytest.approx((0.5 + 0.25 + 0.5 + 0.25) / 4)
+    assert out["baseline_mae"] == pytest.approx(min(0.375, 0.375, 0.375))
+    assert out["baseline_rank_corr"] == out["cell_prior_rank_corr"]
+
+
+def test_the_baseline_is_the_best_image_blind_predictor():
+    """On real VoCo geometry (3 x 3 base grid, random crops) predicting 0 beats 1/N, and the
+    per-cell prior correlates with the targets without seeing an image."""
+    y = random_targets(batch=64, k=4, n=3, r=16, seed=3).double()
+    out = position_errors(torch.rand_like(y), y)
+    assert out["zeros_mae"] < out["trivial_mae"]
+    assert out["baseline_mae"] == min(out["trivial_mae"], out["zeros_mae"], out["cell_prior_mae"])
+    assert out["baseline_mae"] < out["trivial_mae"]
+    assert out["cell_prior_rank_corr"] > 0.1
 
 
 def test_anti_correlated_prediction():

@@ -4,6 +4,13 @@ A series that cannot be read or preprocessed, for whatever reason, becomes a ``f
 record naming the error and the run goes on; a cache that cannot be written (disk full,
 read-only, no permission) stops the run with a :class:`~ctvoco.errors.UserError` instead.
 
+Several runs may fill one cache at the same time: a series is processed under its claim
+(:meth:`VolumeCache.claim`), and its record is written before the claim ends. A run skips
+the series another run holds, then waits for them and takes their records (or processes
+them itself when the other run died without finishing them), so every run ends with the
+complete cache and manifest. Worker processes end with the run's main process, even when
+it is killed.
+
 This module and everything a worker process imports (preprocessing, I/O) stay free of
 torch, so worker processes start fast.
 """
@@ -11,15 +18,23 @@ torch, so worker processes start fast.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import select
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,21 +45,42 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ctvoco.cache.volume_cache import CacheWriteError, VolumeCache, cache_write_error, check_key
+from ctvoco.cache.volume_cache import (
+    CacheWriteError,
+    VolumeCache,
+    cache_write_error,
+    check_key,
+    pid_alive,
+)
 from ctvoco.errors import DataError, UserError
 from ctvoco.preprocessing.pipeline import PreprocessConfig, load_volume, preprocess_volume
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option (Linux): the signal a process gets when its parent ends."""
+WATCH_INTERVAL_S = 0.5
+"""How often a worker checks its main process where it cannot wait on a process handle."""
+EXIT_MAIN_GONE = 70
+"""Exit status of a worker that ends because the build's main process ended."""
+
+DONE, CLAIMED, BY_OTHER_RUN = "done", "claimed", "by_other_run"
+"""Outcomes of one series: processed here, held by another run, finished by another run."""
+
 
 @dataclass(frozen=True)
 class SeriesSource:
-    """One series to preprocess: its cache key, where it is read from, and its ids."""
+    """One series to preprocess: its cache key, where it is read from, and its ids.
+
+    ``error`` marks a source found unusable while discovering the data set (e.g. a patient
+    folder that cannot be listed): it is recorded as failed with this message, unread.
+    """
 
     key: str
     source: str
     patient_id: str = ""
     series_id: str = ""
+    error: str = ""
 
     def __post_init__(self) -> None:
         check_key(self.key)
@@ -57,13 +93,16 @@ class BuildSummary:
     total: int = 0
     skipped: int = 0
     processed: int = 0
+    by_other_run: int = 0
+    """Series this run found finished by a run working on the same cache meanwhile."""
     failed: list[dict[str, Any]] = field(default_factory=list)
+    """Records of the series that failed, in this run or in another one meanwhile."""
     seconds: float = 0.0
 
     @property
     def ok(self) -> int:
-        """Series processed successfully in this run."""
-        return self.processed - len(self.failed)
+        """Series done successfully during this run (by it, or by another run meanwhile)."""
+        return self.processed + self.by_other_run - len(self.failed)
 
 
 def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int]:
@@ -114,6 +153,8 @@ def process_series(
         "warnings": "",
     }
     try:
+        if source.error:
+            raise DataError(source.error)
         volume = load_volume(source.source)
         result = preprocess_volume(volume, config)
         try:
@@ -140,6 +181,44 @@ def process_series(
 
 def _failed(record: dict[str, Any], error: str) -> None:
     record.update(status="failed", error=error, original_shape="", spacing="", crop_box="")
+
+
+def claim_and_process(
+    process: Callable[[SeriesSource, PreprocessConfig, str], dict[str, Any]],
+    source: SeriesSource,
+    config: PreprocessConfig,
+    cache_root: str,
+    planned: dict[str, Any] | None,
+    wait: bool,
+) -> tuple[str, dict[str, Any]]:
+    """Process one series under its claim and record it, unless another run has it.
+
+    Args:
+        process: What processes the series (:func:`process_series`).
+        source: The series.
+        config: Preprocessing parameters.
+        cache_root: The cache directory.
+        planned: The series' record when this run planned it (``None``: none); a
+            different record now means another run finished the series meanwhile.
+        wait: Wait for a claim held by another run instead of returning at once.
+
+    Returns:
+        ``(DONE, record)`` when processed here, ``(CLAIMED, {})`` when another run holds
+        the series, ``(BY_OTHER_RUN, record)`` when another run recorded it meanwhile.
+
+    Raises:
+        CacheWriteError: The cache cannot be written.
+    """
+    cache = VolumeCache(cache_root)
+    with _cache_writes(cache), cache.claim(source.key, wait=wait) as claimed:
+        if not claimed:
+            return CLAIMED, {}
+        current = cache.record(source.key)
+        if current is not None and current != planned:
+            return BY_OTHER_RUN, current
+        record = process(source, config, cache_root)
+        cache.write_record(record)  # before the claim ends: no other run redoes the series
+    return DONE, record
 
 
 def build_cache(
@@ -177,20 +256,19 @@ def build_cache(
     selected = select_shard(sources, shard)
     with _cache_writes(cache):
         cache.remove_stale_temporaries()
-        todo = [s for s in selected if not _is_done(cache, s, retry_failed)]
+        _drop_replaced_failures(cache, sources)
+        todo = _plan(cache, selected, retry_failed)
         summary = BuildSummary(total=len(selected), skipped=len(selected) - len(todo))
         if todo:
             cache.check_free_space(len(todo), config)
     start = time.perf_counter()
     try:
         with _SeriesProgress(console, progress, len(todo), shard) as advance:
-            for record in _run(todo, config, str(cache.root), num_workers):
-                with _cache_writes(cache):
-                    cache.write_record(record)
-                summary.processed += 1
-                if record["status"] != "ok":
-                    summary.failed.append(record)
-                advance()
+            held = _count(summary, _run(todo, config, str(cache.root), num_workers), advance)
+            if held:
+                if progress:
+                    console.print(f"waiting for {len(held)} series another run is processing")
+                _count(summary, _run(held, config, str(cache.root), num_workers, True), advance)
     except CacheWriteError:
         with contextlib.suppress(OSError):  # keep what is done listed, if the disk allows
             cache.rebuild_manifest()
@@ -211,8 +289,23 @@ def _cache_writes(cache: VolumeCache) -> Iterator[None]:
         raise cache_write_error(cache.root, exc) from exc
 
 
-def _is_done(cache: VolumeCache, source: SeriesSource, retry_failed: bool) -> bool:
-    record = cache.record(source.key)
+_Task = tuple[SeriesSource, dict[str, Any] | None]
+"""A series to process and its record when the run was planned."""
+
+
+def _plan(cache: VolumeCache, selected: Sequence[SeriesSource], retry_failed: bool) -> list[_Task]:
+    """The series still to process, each with the record it has now (``None``: none)."""
+    todo: list[_Task] = []
+    for source in selected:
+        record = cache.record(source.key)
+        if not _is_done(cache, source, record, retry_failed):
+            todo.append((source, record))
+    return todo
+
+
+def _is_done(
+    cache: VolumeCache, source: SeriesSource, record: dict[str, Any] | None, retry_failed: bool
+) -> bool:
     if record is None:
         return False
     if record.get("status") == "ok":
@@ -220,32 +313,85 @@ def _is_done(cache: VolumeCache, source: SeriesSource, retry_failed: bool) -> bo
     return not retry_failed
 
 
+def _drop_replaced_failures(cache: VolumeCache, sources: Sequence[SeriesSource]) -> None:
+    """Delete the failed records of folders that now list their series.
+
+    A patient folder that could not be listed was recorded as one failed entry for the
+    folder; once the folder is readable its series are found, and the entry is obsolete.
+    """
+    keys = {s.key for s in sources}
+    folders = {str(Path(s.source).parent) for s in sources if not s.error}
+    for record in cache.records():
+        key = str(record.get("key", ""))
+        if record.get("status") != "ok" and key not in keys and record.get("source") in folders:
+            cache.record_path(key).unlink(missing_ok=True)
+
+
+def _count(
+    summary: BuildSummary,
+    outcomes: Iterator[tuple[str, dict[str, Any], _Task]],
+    advance: Callable[[], None],
+) -> list[_Task]:
+    """Add the outcomes to ``summary``; return the series other runs held."""
+    held = []
+    for outcome, record, task in outcomes:
+        if outcome == CLAIMED:
+            held.append(task)
+            continue
+        if outcome == DONE:
+            summary.processed += 1
+        else:
+            summary.by_other_run += 1
+        if record.get("status") != "ok":
+            summary.failed.append(record)
+        advance()
+    return held
+
+
 def _run(
-    todo: list[SeriesSource], config: PreprocessConfig, root: str, num_workers: int
-) -> Iterator[dict[str, Any]]:
+    todo: list[_Task],
+    config: PreprocessConfig,
+    root: str,
+    num_workers: int,
+    wait_held: bool = False,
+) -> Iterator[tuple[str, dict[str, Any], _Task]]:
+    """Process ``todo`` here or in worker processes; yield ``(outcome, record, task)``.
+
+    Args:
+        wait_held: Wait for series other runs hold (else they come back as ``CLAIMED``).
+    """
+
+    def task_args(task: _Task) -> tuple[Any, ...]:
+        # process_series is looked up now, so that a replaced function reaches the workers.
+        return (process_series, task[0], config, root, task[1], wait_held)
+
     if num_workers <= 0 or len(todo) <= 1:
-        for source in todo:
-            yield process_series(source, config, root)
+        for task in todo:
+            yield (*claim_and_process(*task_args(task)), task)
         return
     context = _worker_context()
     pool = ProcessPoolExecutor(
-        max_workers=min(num_workers, len(todo)), mp_context=context, initializer=_init_worker
+        max_workers=min(num_workers, len(todo)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
     )
     try:
-        pending: set[Future[dict[str, Any]]] = set()
+        pending: dict[Future[tuple[str, dict[str, Any]]], _Task] = {}
         queue = iter(todo)
         # Keep a bounded number of tasks in flight so a huge data set does not queue up at once.
-        for source in queue:
-            pending.add(pool.submit(process_series, source, config, root))
+        for task in queue:
+            pending[pool.submit(claim_and_process, *task_args(task))] = task
             if len(pending) >= 4 * num_workers:
                 break
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                task = pending.pop(future)
+                yield (*future.result(), task)
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.add(pool.submit(process_series, nxt, config, root))
+                    pending[pool.submit(claim_and_process, *task_args(nxt))] = nxt
     finally:
         # On an error (or an interrupt) the queued series are dropped, not run to the end.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -277,8 +423,54 @@ def start_worker_server() -> None:
         forkserver.ensure_running()
 
 
-def _init_worker() -> None:
+def _init_worker(main_pid: int) -> None:
     import ctvoco.opencv  # noqa: F401  (OpenCV single-threaded in workers too)
+
+    exit_with(main_pid)
+
+
+def exit_with(main_pid: int) -> None:
+    """End this process as soon as process ``main_pid`` ends, however it ends.
+
+    Workers are children of the fork server, not of the build's main process, and a killed
+    main process cannot stop them: they would go on writing arrays nobody records, and keep
+    the fork server and the resource tracker alive. So a daemon thread waits for the main
+    process to end (on a process handle where the OS has one, else polling every
+    :data:`WATCH_INTERVAL_S`) and then exits. On Linux the process is also killed when its
+    direct parent ends (``PR_SET_PDEATHSIG``).
+    """
+    if sys.platform.startswith("linux"):
+        _kill_when_parent_ends()
+    if not pid_alive(main_pid):
+        os._exit(EXIT_MAIN_GONE)
+    watcher = threading.Thread(
+        target=_exit_when_gone, args=(main_pid,), name="ctvoco-main-watch", daemon=True
+    )
+    watcher.start()
+
+
+def _kill_when_parent_ends() -> None:
+    """Linux: have the kernel send SIGKILL to this process when its parent ends."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl here: the watcher thread still works
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+def _exit_when_gone(pid: int) -> None:
+    """Block until process ``pid`` ends, then end this process."""
+    try:
+        handle = os.pidfd_open(pid)  # Linux >= 5.3: readable once the process has ended
+    except (AttributeError, OSError):
+        while pid_alive(pid):
+            time.sleep(WATCH_INTERVAL_S)
+    else:
+        poller = select.poll()
+        poller.register(handle, select.POLLIN)
+        while not poller.poll():
+            pass
+    os._exit(EXIT_MAIN_GONE)
 
 
 class _SeriesProgress:
@@ -326,14 +518,19 @@ class _SeriesProgress:
 
 def _print_summary(console: Console, summary: BuildSummary, cache: VolumeCache) -> None:
     rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
+    # Paths and error messages are printed as they are: brackets in them are not markup.
     console.print(
-        f"cache {cache.root}: {summary.ok} preprocessed, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed ({rate:.2f} series/s); manifest: {cache.manifest_path}"
+        escape(
+            f"cache {cache.root}: {summary.ok} preprocessed"
+            + (f" ({summary.by_other_run} by another run)" if summary.by_other_run else "")
+            + f", {summary.skipped} already done, {len(summary.failed)} failed "
+            f"({rate:.2f} series/s); manifest: {cache.manifest_path}"
+        )
     )
     if summary.failed:
         table = Table(title=f"{len(summary.failed)} failed series (see manifest.csv)")
         table.add_column("key")
         table.add_column("error", overflow="fold")
         for record in summary.failed[:20]:
-            table.add_row(record["key"], record["error"])
+            table.add_row(escape(str(record["key"])), escape(str(record["error"])))
         console.print(table)

@@ -5,11 +5,15 @@ Layout of a cache directory::
     cache.json             the preprocessing variant (fingerprint) every array was made with
     volumes/<key>.npy      uint8 arrays, C-contiguous, loadable with mmap
     records/<key>.json     one record per processed series (status ok or failed)
+    locks/<key>.lock       empty lock files: who is processing a series right now
     manifest.csv           all records as one table, rebuilt at the end of every run
 
 Keys are ``<patient_id>_<series_id>`` for RSNA and ``<case_id>`` for FLARE. Every file is
 written to a temporary name and renamed into place, so a killed run never leaves a partial
-array under a final name; a re-run skips the series that are done.
+array under a final name; a re-run skips the series that are done. Runs sharing a cache
+(at the same time, on one or several hosts) claim a series through its lock file
+(:meth:`VolumeCache.claim`, an OS file lock that ends with its process), so each series is
+processed once.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ctvoco.errors import DataError, UserError
+from ctvoco.io.atomic import TMP_MARK, atomic_write, tmp_owner, write_text_atomic
 from ctvoco.preprocessing.pipeline import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -48,7 +53,6 @@ MANIFEST_COLUMNS = (
     "shape",
     "seconds",
 )
-_TMP_MARK = ".tmp-"
 
 
 class CacheWriteError(UserError):
@@ -95,6 +99,11 @@ class VolumeCache:
         return self.root / "records"
 
     @property
+    def locks_dir(self) -> Path:
+        """``<root>/locks``."""
+        return self.root / "locks"
+
+    @property
     def manifest_path(self) -> Path:
         """``<root>/manifest.csv``."""
         return self.root / "manifest.csv"
@@ -111,6 +120,44 @@ class VolumeCache:
     def record_path(self, key: str) -> Path:
         """Where the record of ``key`` lives."""
         return self.records_dir / f"{check_key(key)}.json"
+
+    def lock_path(self, key: str) -> Path:
+        """The lock file through which runs claim ``key``."""
+        return self.locks_dir / f"{check_key(key)}.lock"
+
+    @contextlib.contextmanager
+    def claim(self, key: str, *, wait: bool = False) -> Iterator[bool]:
+        """Hold the claim on series ``key`` while the block runs.
+
+        The claim is an OS lock on :meth:`lock_path` (``flock`` where the file system has
+        it): it is released when the block ends or when its process dies, however it dies,
+        so a killed run never leaves a stale claim. The lock file itself stays.
+
+        Args:
+            key: The series.
+            wait: Wait until another holder is done instead of yielding ``False``.
+
+        Yields:
+            ``True`` when this process holds the claim, ``False`` when another process (or
+            another claim of this one) holds it and ``wait`` is false.
+
+        Raises:
+            OSError: The lock file cannot be created (the cache is not writable).
+        """
+        from filelock import FileLock, Timeout  # not at module level: only builds need it
+
+        path = self.lock_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path, timeout=-1 if wait else 0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     # -- variant ----------------------------------------------------------------------
     def variant(self) -> dict[str, Any] | None:
@@ -168,14 +215,8 @@ class VolumeCache:
         """Store ``array`` under ``key`` atomically (temporary file, then rename)."""
         path = self.volume_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_name(path)
-        try:
-            with open(tmp, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-            tmp.replace(path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
         return path
 
     # -- records and manifest -----------------------------------------------------------
@@ -237,9 +278,9 @@ class VolumeCache:
         for folder in (self.root, self.volumes_dir, self.records_dir):
             if not folder.exists():
                 continue
-            for path in folder.glob(f"*{_TMP_MARK}*"):
-                owner = _tmp_owner(path)
-                if owner is not None and owner[0] == host and not _pid_alive(owner[1]):
+            for path in folder.glob(f"*{TMP_MARK}*"):
+                owner = tmp_owner(path)
+                if owner is not None and owner[0] == host and not pid_alive(owner[1]):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                     removed.append(path)
@@ -262,28 +303,8 @@ class VolumeCache:
             )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}")
-
-
-def _tmp_owner(path: Path) -> tuple[str, int] | None:
-    _, _, tail = path.name.partition(_TMP_MARK)
-    host, _, pid = tail.rpartition("-")
-    return (host, int(pid)) if pid.isdigit() else None
-
-
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` of this host exists (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

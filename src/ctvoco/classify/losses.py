@@ -2,13 +2,24 @@
 
 Per head: binary cross-entropy with logits (``bowel``, ``extravasation``) or cross-entropy
 (``kidney``, ``liver``, ``spleen``), each sample weighted by the competition weight of its
-true class. Reduction ``weighted_mean`` divides by the sum of weights, consistent with the
-metric; ``mean`` averages ``w * loss`` (research parity). The total sums the trained heads.
+true class. The total sums the trained heads.
+
+Reductions of a mini-batch of ``B`` samples with weights ``w`` and losses ``l``:
+
+- ``metric`` (default): ``sum(w * l) / (B * w_bar)``, ``w_bar`` the mean weight of the
+  training set for that head. Its expectation over mini-batches is the competition metric's
+  weighted log loss ``sum(w * l) / sum(w)`` over the training set, so training converges to
+  the metric's optimum; without a known ``w_bar`` it is ``mean``.
+- ``mean``: ``mean(w * l)`` (the research code's). The same optimum; each head is scaled
+  by its ``w_bar`` relative to the metric.
+- ``weighted_mean``: ``sum(w * l) / sum(w)`` per mini-batch. A ratio of two batch sums: with
+  small batches it under-weights the rare injured samples and biases the predictions
+  towards "healthy" (kept for comparison only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +35,7 @@ TASKS: dict[str, tuple[str, ...]] = {
 }
 """Which heads each task trains (``rest_organs`` is the research code's default)."""
 
-REDUCTIONS = ("weighted_mean", "mean")
+REDUCTIONS = ("metric", "mean", "weighted_mean")
 
 
 def task_targets(task: str) -> tuple[str, ...]:
@@ -36,7 +47,11 @@ def task_targets(task: str) -> tuple[str, ...]:
 
 
 def head_loss(
-    target: str, logits: Tensor, classes: Tensor, reduction: str = "weighted_mean"
+    target: str,
+    logits: Tensor,
+    classes: Tensor,
+    reduction: str = "metric",
+    mean_weight: float | None = None,
 ) -> Tensor:
     """Weighted loss of one head.
 
@@ -44,7 +59,9 @@ def head_loss(
         target: Target name.
         logits: ``(B, 1)`` (binary) or ``(B, 3)``.
         classes: ``(B,)`` int64 true classes.
-        reduction: ``weighted_mean`` or ``mean``.
+        reduction: One of :data:`REDUCTIONS` (see the module docstring).
+        mean_weight: The training set's mean sample weight of this head (``metric`` only;
+            ``None``: 1).
 
     Returns:
         Scalar loss.
@@ -59,20 +76,44 @@ def head_loss(
         )
     else:
         losses = F.cross_entropy(logits, classes, reduction="none")
-    if reduction == "weighted_mean":
-        return (weights * losses).sum() / weights.sum()
+    if reduction == "metric":
+        return (weights * losses).mean() / (mean_weight or 1.0)
     if reduction == "mean":
         return (weights * losses).mean()
+    if reduction == "weighted_mean":
+        return (weights * losses).sum() / weights.sum()
     raise UserError(
-        f"model.loss_reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}"
+        f"model.module.loss_reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}"
     )
+
+
+def mean_class_weights(prevalence: Sequence[float]) -> dict[str, float]:
+    """Each head's mean competition weight under a class prevalence.
+
+    Args:
+        prevalence: The 13 class frequencies in ``sample_submission.csv`` column order (each
+            target's classes sum to 1), e.g. the training set's.
+
+    Returns:
+        ``{target: sum_c p_c * w_c}``.
+    """
+    if len(prevalence) != sum(len(CLASS_WEIGHTS[t]) for t in TARGETS):
+        raise ValueError(f"expected 13 class frequencies, got {len(prevalence)}")
+    means, start = {}, 0
+    for target in TARGETS:
+        weights = CLASS_WEIGHTS[target]
+        part = prevalence[start : start + len(weights)]
+        means[target] = float(sum(p * w for p, w in zip(part, weights, strict=True)))
+        start += len(weights)
+    return means
 
 
 def injury_loss(
     logits: dict[str, Tensor],
     labels: Tensor,
     targets: Sequence[str] = TARGETS,
-    reduction: str = "weighted_mean",
+    reduction: str = "metric",
+    mean_weights: Mapping[str, float] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Sum of the weighted head losses over ``targets``.
 
@@ -80,12 +121,18 @@ def injury_loss(
         logits: Per-target logits (see :class:`~ctvoco.classify.net.InjuryNet`).
         labels: ``(B, 5)`` int64 classes in schema target order.
         targets: Heads to train.
-        reduction: ``weighted_mean`` or ``mean``.
+        reduction: One of :data:`REDUCTIONS`.
+        mean_weights: Per-head mean training weights (:func:`mean_class_weights`), for
+            ``metric``.
 
     Returns:
         ``(total, {target: loss})``.
     """
-    parts = {t: head_loss(t, logits[t], labels[:, TARGETS.index(t)], reduction) for t in targets}
+    mean_weights = mean_weights or {}
+    parts = {
+        t: head_loss(t, logits[t], labels[:, TARGETS.index(t)], reduction, mean_weights.get(t))
+        for t in targets
+    }
     return torch.stack(list(parts.values())).sum(), parts
 
 

@@ -21,15 +21,20 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from ctvoco.classify.losses import injury_loss, probabilities, task_targets
+from ctvoco.classify.losses import (
+    injury_loss,
+    mean_class_weights,
+    probabilities,
+    task_targets,
+)
 from ctvoco.classify.net import InjuryNet
-from ctvoco.errors import UserError
+from ctvoco.errors import UserError, check_optimizer_settings
 from ctvoco.metrics.rsna import labels_from_classes, rsna_score, target_auc
 from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.models.checkpoints import load_backbone_weights
 from ctvoco.schema import PREDICTION_COLUMNS
 from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
-from ctvoco.training.schedules import warmup_cosine
+from ctvoco.training.schedules import WarmupCosine, stepping_batches
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,9 @@ class InjuryClassifier(pl.LightningModule):
         slice_pooling: ``max``, ``mean`` or ``attention``.
         dropout: Dropout before the heads.
         task: ``all``, ``rest_organs`` or one target name.
-        loss_reduction: ``weighted_mean`` or ``mean``.
+        loss_reduction: ``metric`` (consistent with the competition metric), ``mean``
+            (the research code's) or ``weighted_mean`` (per-batch ratio, biased); see
+            :mod:`ctvoco.classify.losses`.
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warm-up steps before the cosine decay.
@@ -79,7 +86,7 @@ class InjuryClassifier(pl.LightningModule):
         slice_pooling: str = "max",
         dropout: float = 0.0,
         task: str = "all",
-        loss_reduction: str = "weighted_mean",
+        loss_reduction: str = "metric",
         lr: float = 1.25e-4,
         weight_decay: float = 1e-5,
         warmup_steps: int = 0,
@@ -92,6 +99,13 @@ class InjuryClassifier(pl.LightningModule):
         data_config: dict[str, Any] | None = None,
         prevalence: Sequence[float] | None = None,
     ) -> None:
+        check_optimizer_settings(
+            "model.module",
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            min_lr_ratio=min_lr_ratio,
+        )
         super().__init__()
         self.save_hyperparameters()
         self.targets = task_targets(task)
@@ -129,6 +143,7 @@ class InjuryClassifier(pl.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self._step_started = 0.0
         self._step_finite = True
+        self._schedule = WarmupCosine(warmup_steps, min_lr_ratio)
 
     def setup(self, stage: str) -> None:
         """Remember how the data was made and the training prevalence, for prediction."""
@@ -145,6 +160,11 @@ class InjuryClassifier(pl.LightningModule):
                 "preprocess": datamodule.preprocess.fingerprint(),
                 "views": dataclasses.asdict(views) if dataclasses.is_dataclass(views) else {},
             }
+
+    def _mean_weights(self) -> dict[str, float] | None:
+        """Per-head mean competition weight of the training set (``metric`` reduction)."""
+        prevalence = self.hparams.prevalence
+        return None if prevalence is None else mean_class_weights(prevalence)
 
     # -- forward ----------------------------------------------------------------------------
     def _slices(self, image: Tensor) -> Tensor:
@@ -198,7 +218,11 @@ class InjuryClassifier(pl.LightningModule):
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         loss, parts = injury_loss(
-            self(batch["image"]), batch["labels"], self.targets, self.hparams.loss_reduction
+            self(batch["image"]),
+            batch["labels"],
+            self.targets,
+            self.hparams.loss_reduction,
+            self._mean_weights(),
         )
         size = batch["labels"].shape[0]
         finite = self.trainer.strategy.reduce_boolean_decision(
@@ -231,19 +255,17 @@ class InjuryClassifier(pl.LightningModule):
         if self._step_finite:
             self.guard.optimizer_step(bool(stepped.count), self.global_step)
 
+    def on_train_start(self) -> None:
+        # The run length is read here, after a checkpoint restore (see WarmupCosine).
+        self._schedule.total_steps = stepping_batches(self.trainer)
+
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, foreach=True
         )
-        try:
-            total = int(self.trainer.estimated_stepping_batches)
-        except (AttributeError, RuntimeError):
-            total = 1
-        warmup, min_ratio = int(self.hparams.warmup_steps), float(self.hparams.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, min_ratio)
-        )
+        self._schedule = WarmupCosine(self.hparams.warmup_steps, self.hparams.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -253,7 +275,9 @@ class InjuryClassifier(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"])
         probs = self.predict_proba(batch["image"], logits=logits)
-        loss, _ = injury_loss(logits, batch["labels"], self.targets, self.hparams.loss_reduction)
+        loss, _ = injury_loss(
+            logits, batch["labels"], self.targets, self.hparams.loss_reduction, self._mean_weights()
+        )
         self.log("val/loss", loss, batch_size=batch["labels"].shape[0], sync_dist=True)
         self._outputs.append(
             {

@@ -7,13 +7,18 @@ needed exactly as the models were trained, runs every checkpoint on its own inpu
 aggregates series per patient and writes a valid submission:
 every patient once, each target's probabilities summing to 1. A series that cannot be read
 is reported; its patient is predicted from its other series or, failing that, from the
-training prevalence, with a warning — never a missing row.
+training prevalence, with a warning — never a missing row. A patient that
+``sample_submission.csv`` lists but the input has no images of gets the training
+prevalence too, with a warning. Every file is written atomically, and where it goes is
+checked before any series is read.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +36,9 @@ from ctvoco.classify.views import SliceStackViews
 from ctvoco.data.dataset import CachedVolumeDataset
 from ctvoco.data.rsna import is_id, parse_id
 from ctvoco.errors import DataError, UserError
+from ctvoco.io.atomic import atomic_write
 from ctvoco.metrics.rsna import aggregate_predictions
+from ctvoco.models.checkpoints import CheckpointError, read_lightning_checkpoint
 from ctvoco.preprocessing.pipeline import ALGORITHM_VERSION, PreprocessConfig
 from ctvoco.schema import PREDICTION_COLUMNS, TARGETS, target_columns
 
@@ -49,21 +56,72 @@ class Prediction:
 
 
 def load_classifier(path: str | os.PathLike[str], device: torch.device) -> InjuryClassifier:
-    """A trained classifier from its checkpoint (read as data, weights only)."""
+    """A trained classifier from its checkpoint (read as data, weights only).
+
+    Raises:
+        UserError: No such file.
+        DataError: One sentence naming the file: truncated or corrupt, pickled Python
+            objects (refused, never run), not a classifier checkpoint of ``ctvoco-finetune``,
+            weights that do not fit, or no recorded preprocessing.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint={path}: no such file")
     try:
+        raw = read_lightning_checkpoint(path, module="InjuryClassifier")
+    except CheckpointError as exc:
+        raise DataError(_checkpoint_problem(exc)) from exc
+    if not (raw.get("hyper_parameters") or {}).get("data_config"):
+        raise DataError(f"{path}: the checkpoint does not record its preprocessing (data_config)")
+    try:
         model = InjuryClassifier.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, init="random", weights_dir=None
         )
-    except Exception as exc:  # unpickling refused, corrupt file, another module's checkpoint
+    except RuntimeError as exc:  # the state dict does not fit the module
         raise DataError(
-            f"{path}: not an InjuryClassifier checkpoint, or unreadable ({type(exc).__name__}: {exc})"
+            f"{path}: its weights do not fit the InjuryClassifier its hyper-parameters "
+            f"describe ({_state_dict_mismatch(str(exc))})"
         ) from exc
-    if not model.hparams.get("data_config"):
-        raise DataError(f"{path}: the checkpoint does not record its preprocessing (data_config)")
+    except (TypeError, ValueError, UserError) as exc:  # hyper-parameters of another version
+        raise DataError(
+            f"{path}: the InjuryClassifier cannot be rebuilt from its hyper-parameters "
+            f"({type(exc).__name__}: {_first_line(str(exc))})"
+        ) from exc
     return model.to(device).eval()
+
+
+def _checkpoint_problem(exc: CheckpointError) -> str:
+    """The message for an unusable checkpoint, saying what ctvoco-predict needs."""
+    needs = "ctvoco-predict needs one written by ctvoco-finetune (<run>/checkpoints/*.ckpt)"
+    if exc.reason == "not_lightning":
+        return f"{exc.path}: not an InjuryClassifier checkpoint: {exc.problem}; {needs}"
+    if exc.reason == "other_program":
+        return f"{exc}; {needs}"
+    return str(exc)
+
+
+def _state_dict_mismatch(text: str) -> str:
+    """Counts and first examples of the missing, unexpected and resized keys in torch's
+    ``load_state_dict`` error."""
+    parts = []
+    for label, marker in (
+        ("missing", "Missing key(s)"),
+        ("unexpected", "Unexpected key(s)"),
+        ("with another shape", "size mismatch"),
+    ):
+        lines = [line for line in text.splitlines() if marker in line]
+        keys = [key for line in lines for key in re.findall(r'"([^"]+)"', line)]
+        if marker == "size mismatch":
+            keys = [m for line in lines for m in re.findall(r"for ([\w.]+):", line)]
+        if keys:
+            parts.append(f"{len(keys)} {label}, e.g. {keys[0]}")
+    return "; ".join(parts) or _first_line(text)
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, at most ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def discover_input(input_dir: Path) -> tuple[list[SeriesSource], list[str]]:
@@ -125,6 +183,8 @@ def predict_submission(
     """
     if not checkpoints:
         raise UserError("checkpoint= is required (one path or a list)")
+    output = Path(output)
+    check_output(output)  # before any work: the results must have somewhere to go
     dev = torch.device(
         "cuda"
         if device == "auto" and torch.cuda.is_available()
@@ -145,28 +205,102 @@ def predict_submission(
     order = _submission_order(input_dir, patients)  # a bad sample_submission fails early
     views = [_eval_views(m.hparams.data_config.get("views", {})) for m in models]
     series = _run_models(models, cache, items, views, batch_size, num_workers, tta, dev)
-    submission, fallback = _submission(series, order, models, aggregate)
-    _write_outputs(Path(output), submission, series, failed)
+    submission, fallback = _submission(series, order, models, aggregate, set(patients))
+    _write_outputs(output, submission, series, failed)
     return Prediction(submission, series, failed, fallback)
+
+
+def check_output(output: Path) -> None:
+    """Fail now, not after inference, when the submission cannot be written to ``output``.
+
+    Raises:
+        UserError: ``output`` is a directory, or its directory cannot be created or
+            written (a file in the way, no permission, a full disk).
+    """
+    if output.is_dir():
+        raise UserError(
+            f"output={output} is a directory; name the submission file, e.g. "
+            f"output={output / 'submission.csv'}"
+        )
+    check_writable_dir(output.parent, f"output={output}", "output", "a file")
+
+
+def check_writable_dir(directory: Path, setting: str, key: str, where: str = "a directory") -> None:
+    """Create ``directory`` if needed and check that a file can be written in it.
+
+    A few bytes are written, flushed to the disk and removed again (an empty file could be
+    created even on a full disk).
+
+    Args:
+        directory: Where the program will write.
+        setting: ``key=value`` that chose it, how the message starts.
+        key: The config key to change, named in the advice.
+        where: What ``key`` names: ``a directory`` or ``a file``.
+
+    Raises:
+        UserError: Naming ``setting``, the directory and the cause.
+    """
+    blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(
+            f"{setting}: cannot write to {directory}: {blocker} is not a directory; "
+            f"{_write_advice(None, key, where)}"
+        )
+    probe = directory / f".write-test-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ctvoco write test\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"{setting}: cannot write to {directory} ({exc.strerror or exc}); "
+            f"{_write_advice(exc, key, where)}"
+        ) from exc
+
+
+def _write_advice(exc: OSError | None, key: str, where: str = "a directory") -> str:
+    """What to do about a failed write, naming the config key that picks the place.
+
+    ``where`` is what the key names: ``a directory`` or ``a file``.
+    """
+    if exc is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free some space there or set {key}= to {where} on another disk"
+    if where == "a directory":
+        return f"set {key}= to a writable directory"
+    return f"set {key}= to {where} in a writable directory"
 
 
 def _write_outputs(
     out: Path, submission: pd.DataFrame, series: pd.DataFrame, failed: list[dict[str, Any]]
 ) -> None:
-    """The submission (atomically), ``series_predictions.csv`` and ``failed_series.csv``.
+    """The submission, ``series_predictions.csv`` and ``failed_series.csv``, each atomically.
 
     ``failed_series.csv`` lists this run's unusable series; a run without any removes the
     file an earlier run may have left.
+
+    Raises:
+        UserError: A file cannot be written (e.g. the disk is full); no partial file is
+            left under its name.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    submission.to_csv(tmp, index=False)
-    tmp.replace(out)
-    series.to_csv(out.with_name("series_predictions.csv"), index=False)
     failed_csv = out.with_name("failed_series.csv")
+    tables = [(out, submission), (out.with_name("series_predictions.csv"), series)]
     if failed:
-        pd.DataFrame(failed).to_csv(failed_csv, index=False)
-    else:
+        tables.append((failed_csv, pd.DataFrame(failed)))
+    for path, table in tables:
+        try:
+            with atomic_write(path, "w") as handle:
+                table.to_csv(handle, index=False)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write {path} ({exc.strerror or exc}); "
+                f"{_write_advice(exc, 'output', 'a file')}"
+            ) from exc
+    if not failed:
         failed_csv.unlink(missing_ok=True)
 
 
@@ -188,14 +322,26 @@ def _prepare_cache(
     config = PreprocessConfig.from_mapping(fingerprint)
     if (input_dir / "cache.json").is_file():
         cache = VolumeCache(input_dir)
-        cache.ensure_variant(config)
+        try:
+            cache.ensure_variant(config)
+        except UserError as exc:
+            raise UserError(
+                f"input={input_dir}: {str(exc).split('; ')[0]}, not with the checkpoints' "
+                "preprocessing; give the DICOM tree as input= (cache_dir= a new directory)"
+            ) from exc
         manifest = cache.manifest()
         patients = sorted({str(p) for p in manifest["patient_id"]}, key=int)
         failed = manifest[manifest["status"] != "ok"].to_dict("records")
     else:
         sources, patients = discover_input(input_dir)
-        cache = VolumeCache(cache_dir or Path(output).parent / "cache")
-        summary = build_cache(sources, cache, config, num_workers=workers)
+        root = Path(cache_dir) if cache_dir else Path(output).parent / "cache"
+        check_writable_dir(root, f"cache_dir={root}", "cache_dir")
+        cache = VolumeCache(root)
+        try:
+            summary = build_cache(sources, cache, config, num_workers=workers)
+        except UserError as exc:
+            # The cache's advice names the training programs' key; this program's is cache_dir.
+            raise UserError(str(exc).replace("data.cache_dir", "cache_dir")) from exc
         failed = list(summary.failed)
         known = {s.key for s in sources}
         failed += [
@@ -275,10 +421,17 @@ def _by_views(
 
 
 def _submission(
-    series: pd.DataFrame, order: list[str], models: list[InjuryClassifier], aggregate: str
+    series: pd.DataFrame,
+    order: list[str],
+    models: list[InjuryClassifier],
+    aggregate: str,
+    known: set[str],
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per patient of ``order`` (in that order), groups normalised; and the patients
-    predicted from the training prevalence."""
+    predicted from the training prevalence.
+
+    ``known`` are the patients of the input; the others (listed only in
+    ``sample_submission.csv``) were warned about already."""
     per_patient = (
         aggregate_predictions(series.drop(columns="series_id"), aggregate) if len(series) else None
     )
@@ -290,9 +443,10 @@ def _submission(
     prevalence = _prevalence(models)
     fallback = [p for p in order if p not in rows]
     for patient in fallback:
-        log.warning(
-            "patient %s has no readable series: predicting the training prevalence", patient
-        )
+        if patient in known:
+            log.warning(
+                "patient %s has no readable series: predicting the training prevalence", patient
+            )
         rows[patient] = {
             "patient_id": patient,
             **dict(zip(PREDICTION_COLUMNS, prevalence, strict=True)),
@@ -317,7 +471,12 @@ def _prevalence(models: list[InjuryClassifier]) -> np.ndarray:
 
 
 def _submission_order(input_dir: Path, patients: list[str]) -> list[str]:
-    """``sample_submission.csv``'s order when one sits beside the input, else sorted ids."""
+    """``sample_submission.csv``'s order when one sits beside the input, else sorted ids.
+
+    Every listed patient keeps its row, also one the input has no images of (it is predicted
+    from the training prevalence, with a warning); patients of the input that the file does
+    not list follow, in the input's order.
+    """
     for candidate in (
         input_dir / "sample_submission.csv",
         input_dir.parent / "sample_submission.csv",
@@ -325,7 +484,15 @@ def _submission_order(input_dir: Path, patients: list[str]) -> list[str]:
         if candidate.is_file():
             listed = list(dict.fromkeys(_listed_patients(candidate)))
             known, seen = set(patients), set(listed)
-            return [p for p in listed if p in known] + [p for p in patients if p not in seen]
+            for patient in (p for p in listed if p not in known):
+                log.warning(
+                    "patient %s is listed in %s but %s has no image folder for it: predicting "
+                    "the training prevalence",
+                    patient,
+                    candidate,
+                    input_dir,
+                )
+            return listed + [p for p in patients if p not in seen]
     return sorted(patients, key=int)
 
 

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import netrc
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,10 @@ def is_global_rank_zero(environ: Mapping[str, str] | None = None) -> bool:
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """Instantiate every logger under ``cfg.logger`` (an empty or null group gives none).
 
-    The wandb logger runs offline when no login is configured and ``WANDB_MODE`` is unset;
-    global rank 0 then says once where its files are and how to upload them later.
+    The wandb logger gets the whole resolved config as its run config (``data.fold``,
+    ``seed``, ``trainer.*``, ...), so that runs can be told apart and filtered by any
+    setting. It runs offline when no login is configured and ``WANDB_MODE`` is unset; global
+    rank 0 then says once where its files are and how to upload them later.
 
     Raises:
         UserError: ``logger=tensorboard`` without tensorboard (or tensorboardX) installed.
@@ -148,17 +151,41 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
         target = str(node["_target_"])
         extra: dict[str, Any] = {}
         if "wandb" in target.lower():
-            extra = _wandb_options(node)
+            extra = {**_wandb_options(node), "config": wandb_run_config(cfg, node)}
+            keep_wandb_out_of_forked_processes()
         elif target.endswith("TensorBoardLogger"):
             _require_tensorboard(name)
         check_targets(node, f"logger.{name}")
-        loggers.append(instantiate(node, _convert_="all", **extra))
+        # Through a partial: ``config`` would clash with instantiate's own first argument.
+        loggers.append(instantiate(node, _convert_="all", _partial_=True)(**extra))
     return loggers
 
 
+def wandb_run_config(cfg: DictConfig, node: DictConfig) -> dict[str, Any]:
+    """The wandb run config: the run's resolved config, then the logger's own ``config``.
+
+    Args:
+        cfg: The run's config (its interpolations resolved here).
+        node: The wandb logger's config node; a ``config`` mapping in it is merged on top.
+    """
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    own = node.get("config")
+    if own:
+        resolved.update(OmegaConf.to_container(own, resolve=True))  # type: ignore[arg-type]
+    return resolved
+
+
 def _wandb_options(node: DictConfig) -> dict[str, Any]:
+    """``offline=True`` when wandb is to run offline, with a notice when no login decided it.
+
+    ``WANDB_MODE=offline`` (or ``disabled``) is the user's choice: it is followed without
+    any notice. Only an unset ``WANDB_MODE`` without a login gives the notice.
+    """
     mode = wandb_mode()
-    if mode == "offline" and not node.get("offline", False):
+    if mode != "offline" or node.get("offline", False):
+        return {}
+    if not os.environ.get("WANDB_MODE"):
         save_dir = Path(str(node.get("save_dir", "."))) / "wandb"
         if is_global_rank_zero() and str(save_dir) not in _offline_notices:
             _offline_notices.add(str(save_dir))
@@ -168,8 +195,34 @@ def _wandb_options(node: DictConfig) -> dict[str, Any]:
                 save_dir,
                 save_dir,
             )
-        return {"offline": True}
-    return {}
+    return {"offline": True}
+
+
+_fork_hook_registered = False
+
+
+def keep_wandb_out_of_forked_processes() -> None:
+    """Drop wandb's import hooks in every process forked from this one (loader workers).
+
+    A wandb run registers hooks that report, to its service, the modules imported after it
+    started. A data-loader worker forked from the trainer inherits them, and its first import
+    of such a module (MONAI's transforms, imported by the views on first use) would run the
+    hook there, which wandb refuses in a forked process (``ForkedError``). Workers never log
+    to wandb, so the hooks are removed in them right after the fork. Registered once.
+    """
+    global _fork_hook_registered
+    if _fork_hook_registered or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(after_in_child=_drop_wandb_import_hooks)
+    _fork_hook_registered = True
+
+
+def _drop_wandb_import_hooks() -> None:
+    """Forget wandb's pending import hooks in this (forked) process, if wandb is loaded."""
+    hooks = sys.modules.get("wandb.sdk.lib.import_hooks")
+    drop = getattr(hooks, "unregister_all_post_import_hooks", None)
+    if drop is not None:
+        drop()
 
 
 def _require_tensorboard(name: str) -> None:

@@ -64,7 +64,10 @@ def main(cfg: DictConfig) -> dict[str, float]:
     metrics = write_evaluation(oof, labels, output_dir, checkpoint=best)
     _print_metrics(metrics, output_dir)
     log_evaluation(trainer.loggers, output_dir, metrics)
-    return metrics
+    # Also the evaluated checkpoint's validation metrics under their logged names
+    # (val/task_score, ...): what a sweep's optimized_metric names.
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return {**metrics, **logged}
 
 
 def _print_metrics(metrics: dict[str, float], output_dir: Path) -> None:

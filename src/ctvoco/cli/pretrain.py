@@ -52,8 +52,10 @@ def main(cfg: DictConfig) -> dict[str, float | None]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     result = {
         "position_mae": metric(trainer, "val/position_mae"),
+        "position_mae_baseline": metric(trainer, "val/position_mae_baseline"),
         "position_mae_trivial": metric(trainer, "val/position_mae_trivial"),
         "position_rank_corr": metric(trainer, "val/position_rank_corr"),
+        "position_rank_corr_baseline": metric(trainer, "val/position_rank_corr_baseline"),
     }
     if trainer.is_global_zero:
         _report(result, output_dir, export)
@@ -63,12 +65,14 @@ def main(cfg: DictConfig) -> dict[str, float | None]:
 def _report(
     result: dict[str, float | None], output_dir: Path, export: BackboneExport | None
 ) -> None:
-    mae, trivial = result["position_mae"], result["position_mae_trivial"]
-    if mae is not None and trivial is not None:
-        verdict = "learned position" if mae < 0.8 * trivial else "not (yet) better than trivial"
+    mae, baseline = result["position_mae"], result["position_mae_baseline"]
+    corr, corr_baseline = result["position_rank_corr"], result["position_rank_corr_baseline"]
+    if mae is not None and baseline is not None:
+        learned = mae < 0.8 * baseline and (corr_baseline is None or (corr or 0) > corr_baseline)
+        verdict = "learned position" if learned else "not (yet) better than geometry alone"
         print(
-            f"position MAE {mae:.4f} vs trivial {trivial:.4f} "
-            f"(rank corr {result['position_rank_corr']:.3f}): {verdict}"
+            f"position MAE {mae:.4f} vs {baseline:.4f} for the best image-blind predictor; "
+            f"rank corr {corr:.3f} vs {corr_baseline or float('nan'):.3f}: {verdict}"
         )
     print(f"run directory: {output_dir}")
     if export is not None and export.path is not None:

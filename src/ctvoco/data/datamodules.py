@@ -102,6 +102,8 @@ class VolumeDataModule(pl.LightningDataModule):
         self.drop_last = drop_last
         self.train_set: CachedVolumeDataset | None = None
         self.val_set: CachedVolumeDataset | None = None
+        #: ``(epoch, batches done)`` the last training loader was built to continue from.
+        self.train_resume_point: tuple[int, int] | None = None
 
     # -- to be provided by subclasses ---------------------------------------------------
     def split_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -153,7 +155,16 @@ class VolumeDataModule(pl.LightningDataModule):
         )
         if shuffle:
             epoch, done = self._resume_point()
+            per_epoch = (
+                len(sampler) // batch_size if self.drop_last else -(-len(sampler) // batch_size)
+            )
+            if done and done >= per_epoch:
+                # saved after the last batch of an epoch: the next one starts from its beginning
+                epoch, done = epoch + 1, 0
+            # Workers prefetch as soon as the iterator exists, before Lightning sets the epoch.
+            sampler.set_epoch(epoch)
             sampler.resume(epoch, done * batch_size)
+            self.train_resume_point = (epoch, done)
         return ResumableDataLoader(
             dataset,
             batch_size=batch_size,
@@ -172,6 +183,10 @@ class VolumeDataModule(pl.LightningDataModule):
         loop = getattr(self.trainer, "fit_loop", None)
         if loop is None:
             return 0, 0
+        epochs = loop.epoch_progress.current
+        if epochs.started and epochs.processed == epochs.started > epochs.completed:
+            # saved at the end of an epoch's training: the next epoch starts from its beginning
+            return int(epochs.processed), 0
         return int(self.trainer.current_epoch), int(
             loop.epoch_loop.batch_progress.current.processed
         )
@@ -277,8 +292,7 @@ class CachedVolumeDataModule(VolumeDataModule):
         if not self.auto_preprocess:
             raise UserError(
                 f"the cache at {self.cache.root} lacks {len(missing)} of {len(sources)} series; run "
-                f"ctvoco-preprocess data={self.data_name} data.root={self.root} "
-                f"data.cache_dir={self.cache.root} (or set data.auto_preprocess=true)"
+                f"{self.preprocess_command()} (or set data.auto_preprocess=true)"
             )
         return build_cache(
             sources,
@@ -288,6 +302,47 @@ class CachedVolumeDataModule(VolumeDataModule):
             shard=shard,
             retry_failed=retry_failed,
         )
+
+    def preprocess_command(self) -> str:
+        """The shell command that fills this module's cache exactly as it expects it.
+
+        It names the data set, ``data.root``, ``data.cache_dir``, every
+        ``data.preprocess.*`` value (the cache's variant) and the series selection that
+        differs from ``ctvoco-preprocess``'s default (``data.split``, ``data.patterns``), so
+        the cache it builds is the one this run accepts.
+        """
+        import dataclasses
+        import shlex
+
+        overrides = {"data": self.data_name, "data.root": str(self.root)}
+        overrides["data.cache_dir"] = str(self.cache.root)
+        if getattr(self, "split", "train") != "train":
+            overrides["data.split"] = self.split  # type: ignore[attr-defined]
+        if tuple(getattr(self, "patterns", DEFAULT_PATTERNS)) != tuple(DEFAULT_PATTERNS):
+            overrides["data.patterns"] = list(self.patterns)  # type: ignore[attr-defined]
+        for option in dataclasses.fields(self.preprocess):
+            overrides[f"data.preprocess.{option.name}"] = getattr(self.preprocess, option.name)
+        args = [f"{key}={self._override_value(value)}" for key, value in overrides.items()]
+        return shlex.join(["ctvoco-preprocess", *args])
+
+    @staticmethod
+    def _override_value(value: Any) -> str:
+        """``value`` as Hydra's command-line grammar reads it back (lists, quoted strings)."""
+        import re
+
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None:
+            return "null"
+        if isinstance(value, int | float):
+            return repr(value)
+        if isinstance(value, list | tuple):
+            return "[" + ",".join(CachedVolumeDataModule._override_value(v) for v in value) + "]"
+        text = str(value)
+        plain = re.fullmatch(r"[\w./~@%+:-]+", text) and not re.fullmatch(
+            r"[-+]?[\d.]+(e[-+]?\d+)?|true|false|null|nan|inf", text, re.IGNORECASE
+        )
+        return text if plain else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
     def ready_items(self) -> pd.DataFrame:
         """Manifest rows of the series that are in the cache, as item rows."""

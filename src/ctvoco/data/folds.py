@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from ctvoco.cache.volume_cache import write_text_atomic
 from ctvoco.errors import DataError, UserError
+from ctvoco.io.atomic import write_text_atomic
 
 STRATIFY_COLUMNS = (
     "bowel_injury",

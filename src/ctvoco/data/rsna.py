@@ -65,16 +65,34 @@ def images_dir(root: str | os.PathLike[str], split: str = "train") -> Path:
 def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[SeriesSource]:
     """Every series folder of the split, keyed ``<patient_id>_<series_id>``.
 
-    Non-integer folder names are reported and skipped; hidden entries are ignored.
+    Non-integer folder names are reported and skipped; hidden entries are ignored. A patient
+    folder that cannot be listed (no permission, I/O error) becomes one source keyed
+    ``<patient_id>`` that fails with the reason, so its series are recorded as failed and
+    every other patient is still processed.
+
+    Raises:
+        UserError: The images folder itself cannot be listed.
     """
     folder = images_dir(root, split)
     sources = []
     skipped = []
-    for patient_dir in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+    try:
+        patients = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise UserError(
+            f"{folder}: cannot list the images folder ({exc.strerror or exc}); make it "
+            "readable or set data.root= to another copy of the data"
+        ) from exc
+    for patient_dir in patients:
         if not patient_dir.is_dir() or not is_id(patient_dir.name):
             skipped.append(patient_dir.name)
             continue
-        for series_dir in sorted(p for p in patient_dir.iterdir() if not p.name.startswith(".")):
+        try:
+            entries = sorted(p for p in patient_dir.iterdir() if not p.name.startswith("."))
+        except OSError as exc:
+            sources.append(_unreadable_patient(patient_dir, exc))
+            continue
+        for series_dir in entries:
             if not series_dir.is_dir() or not is_id(series_dir.name):
                 skipped.append(f"{patient_dir.name}/{series_dir.name}")
                 continue
@@ -88,6 +106,14 @@ def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[Seri
             ", ".join(skipped[:5]),
         )
     return sources
+
+
+def _unreadable_patient(patient_dir: Path, exc: OSError) -> SeriesSource:
+    """A source standing for the series of a patient folder that cannot be listed."""
+    pid = str(int(patient_dir.name))
+    error = f"{patient_dir}: cannot list the patient folder ({exc.strerror or exc})"
+    log.warning("%s; its series are recorded as failed", error)
+    return SeriesSource(pid, str(patient_dir), pid, "", error=error)
 
 
 def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -109,6 +135,8 @@ def read_rsna_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
     missing = [c for c in ("patient_id", *PREDICTION_COLUMNS) if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise DataError(f"{path}: no patients (the file has a header but no rows)")
     line = dict(enumerate(frame.index + 2))  # header is line 1; blank lines keep their numbers
     frame = frame.reset_index(drop=True)
     frame["patient_id"] = [

@@ -13,8 +13,14 @@ What the reader guarantees (ALGORITHMS.md §1.1):
   non-axial orientation, and unreadable, truncated or undecodable files are errors naming
   the file; gaps (missing slices) and small gantry tilts are recorded as warnings;
 - malformed header values (a missing ``Rows``, an ``ImagePositionPatient`` without three
-  numbers, a ``PixelSpacing`` without two positive numbers, ...) are errors naming the file
-  and the tag.
+  numbers, a ``PixelSpacing`` without two positive numbers, ``RescaleSlope`` 0, ...) are
+  errors naming the file and the tag, and so is an image size (``Rows`` x ``Columns`` x
+  ``BitsAllocated``) that does not match the length of the pixel data; this is checked
+  before anything of that size is allocated;
+- files without ``RescaleSlope``/``RescaleIntercept`` (required for CT) are read with slope
+  1 and intercept 0 and a warning; values that cannot be Hounsfield units (see
+  :func:`~ctvoco.io.volume.check_hounsfield`), such as unsigned values stored as HU + 1024
+  read without their intercept, are an error naming the series.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import RLELossless
 
 from ctvoco.errors import DataError
-from ctvoco.io.volume import CTVolume, to_canonical
+from ctvoco.io.volume import CTVolume, check_hounsfield, to_canonical
 
 MAX_TILT_COS = 0.8
 """Below this |cos| between slice normal and patient z, a series is not axial (~37° tilt)."""
@@ -46,6 +52,16 @@ GAP_FACTOR = 1.5
 """A step between slices larger than this many times the median spacing is a gap."""
 
 DUPLICATE_MM = 1e-3
+
+MAX_COMPRESSED_PIXELS = 1 << 26
+"""Largest ``Rows`` x ``Columns`` accepted for compressed pixel data (8192 x 8192).
+
+Uncompressed pixel data is checked against its exact length; compressed data cannot be, so
+an absurd size in the header must not make the decoder allocate gigabytes first."""
+
+RLE_HEADER_BYTES = 64
+RLE_MIN_BYTES_PER_RUN = 2
+"""An RLE run encodes at most 128 bytes in at least 2 (a header byte and a value)."""
 
 _USABLE_SYNTAXES: set[str] = set()
 """Compressed transfer syntaxes whose decoder was found available (checked once)."""
@@ -110,8 +126,16 @@ def read_dicom_series(
         pixel_spacing = np.ones(2)
         warnings.append(f"{slices[0].path}: no PixelSpacing, assuming 1 mm")
     row_spacing, col_spacing = (float(v) for v in pixel_spacing)
+    unscaled = _warn_missing_rescale(folder, slices, warnings)
     hu = _decode_all(slices, decoding_plugin)
     slices, positions, hu = _drop_duplicates(folder, slices, positions, hu, warnings)
+    hint = (
+        "the files have no RescaleSlope/RescaleIntercept, so their stored values were taken "
+        "as HU; unsigned CT is often stored as HU + 1024"
+        if unscaled
+        else "check RescaleSlope and RescaleIntercept"
+    )
+    check_hounsfield(hu, str(folder), hint)
     z_spacing = _check_spacing(folder, positions, slices[0], warnings)
 
     # Array axes: slice (ordered cranial->caudal), row (along col_cos), column (along row_cos).
@@ -137,6 +161,7 @@ def _read_header(path: Path) -> _Slice:
     if "PixelData" not in ds:
         raise DataError(f"{path}: has no pixel data")
     rows, columns = (_image_size(path, ds, keyword) for keyword in ("Rows", "Columns"))
+    _check_pixel_data_size(path, ds, rows, columns)
     orientation = tag_numbers(path, ds, "ImageOrientationPatient", 6)
     if orientation is not None and (
         np.linalg.norm(orientation[:3]) < 1e-3 or np.linalg.norm(orientation[3:]) < 1e-3
@@ -161,6 +186,53 @@ def _image_size(path: Path, ds: Dataset, keyword: str) -> int:
     if value is None:
         raise DataError(f"{path}: {keyword} is missing (the image size is unknown)")
     return value
+
+
+def _check_pixel_data_size(path: Path, ds: Dataset, rows: int, columns: int) -> None:
+    """The image size of the header must fit the pixel data it describes.
+
+    Uncompressed data must hold exactly ``Rows x Columns x SamplesPerPixel x BitsAllocated / 8
+    (x NumberOfFrames)`` bytes (plus one padding byte); compressed data may hold at most
+    :data:`MAX_COMPRESSED_PIXELS` pixels per frame, and RLE frames at least the bytes the
+    shortest encoding of that many pixels takes.
+
+    Raises:
+        DataError: The sizes disagree; the message names the file, the tags and the length.
+    """
+    samples = tag_integer(path, ds, "SamplesPerPixel", minimum=1) or 1
+    bits = tag_integer(path, ds, "BitsAllocated", minimum=1)
+    if bits is None:
+        raise DataError(f"{path}: BitsAllocated is missing (the pixel size is unknown)")
+    frames = tag_integer(path, ds, "NumberOfFrames", minimum=1) or 1
+    size = f"Rows={rows}, Columns={columns}, SamplesPerPixel={samples}, BitsAllocated={bits}"
+    if frames != 1:
+        size += f", NumberOfFrames={frames}"
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    data = ds.PixelData
+    if syntax is None or not syntax.is_encapsulated:
+        expected = (rows * columns * samples * frames * bits + 7) // 8
+        if len(data) not in (expected, expected + 1):
+            raise DataError(
+                f"{path}: {size} need {expected} bytes of pixel data, but PixelData holds "
+                f"{len(data)} bytes; the image size in the header does not match the image"
+            )
+        return
+    if syntax == RLELossless:
+        segments = samples * ((bits + 7) // 8)
+        runs = -(-rows * columns // 128)
+        shortest = frames * (RLE_HEADER_BYTES + segments * runs * RLE_MIN_BYTES_PER_RUN)
+        if len(data) < shortest:
+            raise DataError(
+                f"{path}: {size} need at least {shortest} bytes of RLE pixel data, but "
+                f"PixelData holds {len(data)} bytes; the image size in the header does not "
+                "match the image"
+            )
+    if rows * columns > MAX_COMPRESSED_PIXELS:
+        raise DataError(
+            f"{path}: {size} is {rows * columns} pixels per frame, more than the "
+            f"{MAX_COMPRESSED_PIXELS} ctvoco decodes from compressed pixel data "
+            f"({len(data)} bytes); the image size in the header is probably wrong"
+        )
 
 
 def tag_numbers(
@@ -312,19 +384,28 @@ def _decode_all(slices: list[_Slice], plugin: str | None) -> np.ndarray:
     shape = (len(slices), first.rows, first.columns)
     rescaled = [_rescale_params(s) for s in slices]
     integral = all(slope == 1.0 and float(icpt).is_integer() for slope, icpt in rescaled)
-    out = np.empty(shape, dtype=np.int16 if integral else np.float32)
-    for i, s in enumerate(slices):
+    for s in slices:
         if (s.rows, s.columns) != shape[1:]:
             raise DataError(
                 f"{s.path}: slice size {s.rows}x{s.columns} differs from "
                 f"{first.path} ({shape[1]}x{shape[2]})"
             )
+    out: np.ndarray | None = None
+    for i, s in enumerate(slices):
         stored = _stored_values(s, plugin)
+        if stored.shape != shape[1:]:
+            raise DataError(
+                f"{s.path}: pixel data decodes to {stored.shape[0]}x{stored.shape[1]}, but "
+                f"Rows={s.rows}, Columns={s.columns}"
+            )
+        if out is None:  # allocated once a slice of the claimed size has really decoded
+            out = np.empty(shape, dtype=np.int16 if integral else np.float32)
         slope, intercept = rescaled[i]
         if integral:
             _add_intercept(stored, int(intercept), out[i])
         else:
             out[i] = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    assert out is not None  # a series has at least one file
     return out
 
 
@@ -344,12 +425,38 @@ def _add_intercept(stored: np.ndarray, intercept: int, out: np.ndarray) -> None:
 
 
 def _rescale_params(s: _Slice) -> tuple[float, float]:
+    """``(RescaleSlope, RescaleIntercept)`` of one file; 1 and 0 where absent.
+
+    Raises:
+        DataError: ``RescaleSlope`` is 0 (every value would become the intercept).
+    """
     slope = tag_numbers(s.path, s.ds, "RescaleSlope", 1)
     intercept = tag_numbers(s.path, s.ds, "RescaleIntercept", 1)
+    if slope is not None and slope[0] == 0:
+        raise DataError(
+            f"{s.path}: RescaleSlope must not be 0 (every value would map to the intercept)"
+        )
     return (
-        float(slope[0]) if slope is not None and slope[0] != 0 else 1.0,
+        float(slope[0]) if slope is not None else 1.0,
         float(intercept[0]) if intercept is not None else 0.0,
     )
+
+
+def _warn_missing_rescale(folder: Path, slices: list[_Slice], warnings: list[str]) -> bool:
+    """Warn when files lack ``RescaleSlope`` or ``RescaleIntercept``; True if any does."""
+    lacking = [
+        s
+        for s in slices
+        if _tag_value(s.path, s.ds, "RescaleSlope") is None
+        or _tag_value(s.path, s.ds, "RescaleIntercept") is None
+    ]
+    if lacking:
+        warnings.append(
+            f"{folder}: {len(lacking)} of {len(slices)} files have no RescaleSlope or "
+            "RescaleIntercept (required for CT); their stored values were read with slope 1 "
+            f"and intercept 0 (e.g. {lacking[0].path.name})"
+        )
+    return bool(lacking)
 
 
 def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:

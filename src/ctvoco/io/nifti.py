@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from ctvoco.errors import DataError
-from ctvoco.io.volume import CTVolume, canonical_transform, to_canonical
+from ctvoco.io.volume import CTVolume, canonical_transform, check_hounsfield, to_canonical
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -33,6 +33,9 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
     voxel axis is matched to the canonical axis it points along (any permutation and flip),
     so a file with a flipped or permuted affine reads back as the same canonical array.
 
+    A volume of one slice reads as ``(1, H, W)``, like a DICOM series of one file; so does
+    an image stored with two dimensions (NIfTI's ``dim[3]`` is then 1).
+
     Args:
         path: ``.nii`` or ``.nii.gz`` file holding one 3D CT volume in HU.
 
@@ -40,7 +43,8 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
         The volume (int16 kept as int16, other types as float32), spacing in mm.
 
     Raises:
-        DataError: The file is missing, unreadable, not 3D, or has a degenerate affine.
+        DataError: The file is missing, unreadable, not one 3D volume, has a degenerate
+            affine, or holds values that cannot be HU.
     """
     path = Path(path)
     try:
@@ -53,9 +57,7 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
         data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many types for broken headers and gzip streams
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    data = np.squeeze(data)
-    if data.ndim != 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    data = _as_3d(path, data)
     linear = RAS_TO_LPS @ affine[:3, :3]
     spacing = np.round(np.linalg.norm(linear, axis=0), 6)
     if not np.all(np.isfinite(linear)) or np.any(spacing <= 0):
@@ -67,6 +69,7 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
         raise DataError(f"{path}: {exc}") from exc
     if hu.dtype != np.int16:
         hu = hu.astype(np.float32)
+    check_hounsfield(hu, str(path), "the file's values (or its scl_slope/scl_inter) are not HU")
     origin_z = float((RAS_TO_LPS @ affine[:3, 3])[2])
     warnings = []
     if np.abs(directions).max(axis=1).min() < 0.99:
@@ -79,6 +82,30 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
         source=str(path),
         warnings=warnings,
     )
+
+
+def _as_3d(path: Path, data: np.ndarray) -> np.ndarray:
+    """The three spatial axes of the stored array (each may have size 1).
+
+    Axes after the third must all have size 1 (a single time point); a 2D image gets its
+    implicit third axis of size 1.
+
+    Raises:
+        DataError: The file holds several volumes, or fewer than two dimensions.
+    """
+    if data.ndim == 2:
+        return data[:, :, np.newaxis]
+    if data.ndim < 2:
+        raise DataError(
+            f"{path}: expected a 3D volume (or one 2D slice), got an array of shape {data.shape}"
+        )
+    extra = data.shape[3:]
+    if any(n != 1 for n in extra):
+        raise DataError(
+            f"{path}: expected a 3D volume, got shape {data.shape}: "
+            f"{int(np.prod(extra))} volumes along the axes after the third"
+        )
+    return data.reshape(data.shape[:3])
 
 
 def _slice_positions(

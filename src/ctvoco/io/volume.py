@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ctvoco.errors import DataError
+
 CANONICAL_DIRECTIONS = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 """Row ``a`` is the LPS direction in which array axis ``a`` of a canonical volume grows."""
 
@@ -100,3 +102,62 @@ def to_canonical(
             out = np.flip(out, axis=axis)
     new_spacing = (float(spacing[order[0]]), float(spacing[order[1]]), float(spacing[order[2]]))
     return np.ascontiguousarray(out), new_spacing
+
+
+MAX_BODY_MEDIAN_HU = 500.0
+"""Above this median the body of a volume cannot be in HU (soft tissue is about 0-100 HU)."""
+
+MIN_BODY_FRACTION = 0.2
+"""Share of the voxels the body must cover for its median to judge the volume."""
+
+FOREGROUND_ABOVE_BACKGROUND_HU = 500.0
+"""The body: voxels this far above the background (the darkest 1 %: air or padding)."""
+
+_SAMPLE_VOXELS = 1 << 21
+
+
+def check_hounsfield(hu: np.ndarray, source: str, hint: str = "") -> None:
+    """Refuse a volume whose values cannot be Hounsfield units.
+
+    In HU, air is -1000 and the body is mostly fat, water and soft tissue (-100 to 100), so
+    the median of a CT volume and the median of its body stay far below
+    :data:`MAX_BODY_MEDIAN_HU` however much bone or contrast it holds. Values stored as
+    HU + 1024 and read without their rescale intercept put air near +24 and the body near
+    +1050. The body is taken as the voxels more than :data:`FOREGROUND_ABOVE_BACKGROUND_HU`
+    above the darkest 1 % of the volume; its median counts when it covers at least
+    :data:`MIN_BODY_FRACTION` of the volume (in a tightly cropped scan without air, the voxels
+    above fat are only bone). Large volumes are judged on a regular sample of voxels.
+
+    Args:
+        hu: ``(D, H, W)`` values that should be HU.
+        source: The file or series, named in the error.
+        hint: What probably went wrong, appended to the message.
+
+    Raises:
+        DataError: The volume's median, or its body's, is above :data:`MAX_BODY_MEDIAN_HU`.
+    """
+    sample = _sample(hu).astype(np.float32, copy=False)
+    if sample.size == 0:
+        return
+    overall = float(np.median(sample))
+    background = float(np.percentile(sample, 1))
+    body = sample[sample > background + FOREGROUND_ABOVE_BACKGROUND_HU]
+    body_median = float(np.median(body)) if body.size >= MIN_BODY_FRACTION * sample.size else None
+    if overall <= MAX_BODY_MEDIAN_HU and (body_median is None or body_median <= MAX_BODY_MEDIAN_HU):
+        return
+    found = (
+        f"the median of the volume is {overall:.0f}"
+        if overall > MAX_BODY_MEDIAN_HU
+        else f"the median of the body is {body_median:.0f}"
+    )
+    raise DataError(
+        f"{source}: values are not Hounsfield units: {found}, above "
+        f"{MAX_BODY_MEDIAN_HU:.0f} (air is -1000 HU, soft tissue about 40 HU)"
+        + (f"; {hint}" if hint else "")
+    )
+
+
+def _sample(hu: np.ndarray) -> np.ndarray:
+    """A regular sample of at most about :data:`_SAMPLE_VOXELS` voxels of ``hu``."""
+    step = max(1, int(np.ceil(np.sqrt(hu.size / _SAMPLE_VOXELS))))
+    return hu[:, ::step, ::step] if hu.ndim == 3 else hu

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ctvoco.errors import DataError
+from ctvoco.io.atomic import torch_save_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +61,214 @@ class LoadReport:
         )
 
 
+class CheckpointError(DataError):
+    """A checkpoint file that cannot be used; the message is ``<path>: <problem>``.
+
+    Attributes:
+        path: The file.
+        problem: What is wrong with it, one clause.
+        reason: One of :data:`CHECKPOINT_PROBLEMS`.
+        found: For ``other_program``: the program that wrote the file, when it is one of
+            :data:`CHECKPOINT_PROGRAMS`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        problem: str,
+        reason: str,
+        found: CheckpointProgram | None = None,
+    ) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+        self.reason = reason
+        self.found = found
+
+    @property
+    def incomplete(self) -> bool:
+        """The file is cut short or damaged (an interrupted write), not a wrong file."""
+        return self.reason == "incomplete"
+
+
+CHECKPOINT_PROBLEMS = (
+    "missing",
+    "incomplete",
+    "objects",
+    "not_lightning",
+    "other_program",
+    "other_model",
+    "weights_only",
+)
+"""The kinds of :class:`CheckpointError`: no such file; truncated or corrupt; pickled Python
+objects (refused); not a Lightning checkpoint; written by another program; a model of
+another architecture; no optimiser and loop state (cannot resume)."""
+
+ZIP_MAGIC = b"PK\x03\x04"
+"""The first bytes of a checkpoint in torch's (zip) format."""
+
+
+@dataclass(frozen=True)
+class CheckpointProgram:
+    """Which ctvoco program writes checkpoints of a module, and how to recognise them.
+
+    Attributes:
+        program: The console script (``ctvoco-finetune``).
+        module: The LightningModule class name.
+        prefix: Where the module keeps its backbone in the state dict (every checkpoint of
+            the module has keys under it).
+    """
+
+    program: str
+    module: str
+    prefix: str
+
+
+CHECKPOINT_PROGRAMS = (
+    CheckpointProgram("ctvoco-finetune", "InjuryClassifier", CLASSIFIER_BACKBONE_PREFIX),
+    CheckpointProgram("ctvoco-pretrain", "VoCoPretrainer", STUDENT_BACKBONE_PREFIX),
+)
+"""The training programs and their modules' checkpoints."""
+
+LIGHTNING_KEYS = ("state_dict", "epoch", "global_step", "pytorch-lightning_version")
+"""Keys every Lightning checkpoint has."""
+
+RESUME_KEYS = ("optimizer_states", "loops")
+"""Keys a checkpoint needs to resume training (absent when saved with weights only)."""
+
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_checkpoint_data(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a failure is one clear sentence.
+
+    Raises:
+        CheckpointError: No such file; the file is truncated or corrupt; it holds pickled
+            Python objects other than tensors and plain containers (refused, never run).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(path, "a directory, not a checkpoint file", "missing")
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file", "missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError... on bad files
+        if type(exc).__name__ != "UnpicklingError":
+            raise CheckpointError(path, _incomplete_problem(path), "incomplete") from exc
+        # The weights-only unpickler refused the file. torch's own text suggests an unsafe
+        # load: it is not passed on (``from None``).
+        blocked = _BLOCKED_GLOBAL.search(str(exc))
+        if blocked is None:
+            raise CheckpointError(path, _incomplete_problem(path), "incomplete") from None
+        raise CheckpointError(
+            path,
+            f"holds pickled Python objects ({blocked.group(1)}), not only tensors; refused: "
+            "ctvoco reads checkpoints as weights-only data and never runs code from them",
+            "objects",
+        ) from None
+
+
+def _incomplete_problem(path: Path) -> str:
+    """What to say about a file torch cannot read: cut short, or not a checkpoint at all."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "truncated: the file is empty (was its writing interrupted?)"
+    if head == ZIP_MAGIC:
+        return "truncated or corrupt: not a complete checkpoint file (was its writing interrupted?)"
+    return "truncated or corrupt, or not a checkpoint: torch cannot read the file"
+
+
+def checkpoint_program(checkpoint: Mapping[str, Any]) -> CheckpointProgram | None:
+    """The ctvoco program whose module wrote ``checkpoint`` (by its state-dict keys)."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, Mapping):
+        return None
+    for program in CHECKPOINT_PROGRAMS:
+        if any(str(key).startswith(program.prefix) for key in state):
+            return program
+    return None
+
+
+def program_of_module(module: str) -> CheckpointProgram | None:
+    """The entry of :data:`CHECKPOINT_PROGRAMS` for a module class name, if any."""
+    return next((p for p in CHECKPOINT_PROGRAMS if p.module == module), None)
+
+
+def read_lightning_checkpoint(
+    path: str | os.PathLike[str], *, module: str | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """A Lightning checkpoint, read as data and checked before anything uses it.
+
+    Args:
+        path: The ``.ckpt`` file.
+        module: The module class it must belong to (``InjuryClassifier``,
+            ``VoCoPretrainer``); ``None`` checks only that it is a Lightning checkpoint.
+        resume: Also require the optimiser and loop state that resuming training needs.
+
+    Returns:
+        The checkpoint dictionary.
+
+    Raises:
+        CheckpointError: See :data:`CHECKPOINT_PROBLEMS`.
+    """
+    raw = load_checkpoint_data(path)
+    lacking = [k for k in LIGHTNING_KEYS if not isinstance(raw, dict) or k not in raw]
+    if lacking:
+        raise CheckpointError(
+            path,
+            f"not a Lightning checkpoint (no {', '.join(lacking)}; a plain state dict or an "
+            "exported backbone?)",
+            "not_lightning",
+        )
+    wanted = program_of_module(module) if module else None
+    if wanted is not None:
+        found = checkpoint_program(raw)
+        if found != wanted:
+            what = (
+                f"a {found.program} checkpoint ({found.module})"
+                if found is not None
+                else f"not a checkpoint of a ctvoco module (no weights under {wanted.prefix})"
+            )
+            raise CheckpointError(
+                path,
+                f"{what}, not a {wanted.program} one ({wanted.module})",
+                "other_program",
+                found,
+            )
+    if resume:
+        lacking = [k for k in RESUME_KEYS if k not in raw]
+        if lacking:
+            raise CheckpointError(
+                path,
+                f"saved with weights only (no {', '.join(lacking)}): training cannot resume "
+                "from it",
+                "weights_only",
+            )
+    return raw
+
+
 def read_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a ``.pt``/``.pth``/``.ckpt``/``.safetensors`` file as data (never as code)."""
+    """Load a ``.pt``/``.pth``/``.ckpt``/``.safetensors`` file as data (never as code).
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or holds pickled objects.
+    """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: checkpoint file not found")
+        raise CheckpointError(path, "checkpoint file not found", "missing")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path)))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refused or corrupt file
-        raise DataError(
-            f"{path}: cannot be read as a weights-only checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+        try:
+            return dict(load_file(str(path)))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(path, _incomplete_problem(path), "incomplete") from exc
+    return load_checkpoint_data(path)
 
 
 def extract_backbone_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], int, str]:
@@ -196,9 +392,7 @@ def export_backbone(
     exported = export_state_dict(state, name, in_chans)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(exported, tmp)
-    tmp.replace(out)
+    torch_save_atomic(exported, out)
     meta = {
         "backbone": name,
         "in_chans": in_chans,
@@ -207,5 +401,5 @@ def export_backbone(
         "global_step": raw.get("global_step") if isinstance(raw, dict) else None,
         "usage": f"timm.create_model('{name}', in_chans={in_chans}).load_state_dict(torch.load(path, weights_only=True))",
     }
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out

@@ -18,6 +18,7 @@ import yaml
 
 from ctvoco.data.rsna import read_rsna_labels
 from ctvoco.errors import UserError
+from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
 from ctvoco.metrics.rsna import rsna_score, target_auc
 from ctvoco.schema import SCORE_COLUMNS
 
@@ -109,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"ctvoco-cv-report: error: {exc}", file=sys.stderr)
         sys.exit(2)
     out = Path(args.directory)
-    report.to_csv(out / "cv_report.csv", index=False)
-    (out / "cv_report.md").write_text(to_markdown(report))
+    write_csv_atomic(out / "cv_report.csv", report, index=False)
+    write_text_atomic(out / "cv_report.md", to_markdown(report))
     print(to_markdown(report))
     print(f"written: {out / 'cv_report.csv'}, {out / 'cv_report.md'}")
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ctvoco.cache.volume_cache import VolumeCache
+from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
 from ctvoco.reports.plots import injury_scores, plot_roc, save_figure
 from ctvoco.schema import SCORE_COLUMNS, TARGETS
 from ctvoco.training.history import plot_learning_curves
@@ -49,8 +50,8 @@ def write_demo_report(
         if figure is not None:
             lines += [f"## {title}", "", f"![{title}]({figure.name})", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
-    table.to_csv(out / "results.csv")
+    write_text_atomic(path, "\n".join(lines))
+    write_csv_atomic(out / "results.csv", table)
     return path
 
 

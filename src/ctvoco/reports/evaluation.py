@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ctvoco.classify.module import score_predictions
+from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
 from ctvoco.reports.plots import plot_calibration, plot_confusion, plot_roc
 from ctvoco.schema import SCORE_COLUMNS
 
@@ -37,18 +38,19 @@ def write_evaluation(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     labels = labels[labels["patient_id"].isin(predictions["patient_id"])]
-    predictions.to_csv(directory / "oof.csv", index=False)
+    write_csv_atomic(directory / "oof.csv", predictions, index=False)
     metrics = score_predictions(labels, predictions)
     record = {
         "metrics": metrics,
         "checkpoint": checkpoint,
         "patients": int(labels["patient_id"].nunique()),
     }
-    (directory / "metrics.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(directory / "metrics.json", json.dumps(record, indent=2))
     rows = [f"| {k} | {metrics[k]:.4f} |" for k in (*SCORE_COLUMNS, "score")]
     aucs = [f"| auc_{k} | {metrics[f'auc_{k}']:.4f} |" for k in SCORE_COLUMNS]
-    (directory / "metrics.md").write_text(
-        "| metric | value |\n|---|---|\n" + "\n".join(rows + aucs) + "\n"
+    write_text_atomic(
+        directory / "metrics.md",
+        "| metric | value |\n|---|---|\n" + "\n".join(rows + aucs) + "\n",
     )
     plot_roc(labels, predictions, directory / "roc.png")
     plot_confusion(labels, predictions, directory / "confusion.png")

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from ctvoco.io.atomic import atomic_write
 from ctvoco.metrics.rsna import aggregate_predictions
 from ctvoco.schema import ORGAN_TARGETS, SCORE_COLUMNS, TARGET_CLASSES, target_columns
 
@@ -128,6 +129,7 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

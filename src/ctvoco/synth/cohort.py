@@ -34,8 +34,8 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ctvoco.cache.volume_cache import write_text_atomic
 from ctvoco.errors import UserError
+from ctvoco.io.atomic import write_text_atomic
 from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from ctvoco.io.nifti import write_nifti
 from ctvoco.io.volume import CANONICAL_DIRECTIONS, canonical_transform

@@ -1,4 +1,13 @@
-"""Lightning's ``ModelCheckpoint`` with a ``last.ckpt`` that is always the latest state.
+"""Checkpoint writing: never a truncated file, a ``last.ckpt`` that is always the latest state.
+
+:class:`AtomicCheckpointIO` (the shipped trainers' checkpoint plugin) writes every
+checkpoint through :func:`ctvoco.io.atomic.atomic_write`: a full disk or a kill during a save
+leaves the previous file, never a truncated one under the final name.
+
+Lightning keeps one state per checkpoint callback, keyed by its monitor and intervals; two
+Lightning ``ModelCheckpoint`` with the same interval (the step and the periodic checkpoints
+at the documented ``every_n_train_steps``) collide. :class:`StepCheckpoint` and
+:class:`ModelCheckpoint` add their directory and file name to that key.
 
 Lightning (2.6) refreshes ``last.ckpt`` only at save points where a top-k checkpoint was
 written too: with a monitored metric, ``last.ckpt`` stays at the best epoch once the metric
@@ -10,11 +19,51 @@ epoch's end, or each validation when validation runs inside epochs, and every
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytorch_lightning as pl
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
+from ctvoco.io.atomic import torch_save_atomic
 
-class ModelCheckpoint(LightningModelCheckpoint):
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` whose local saves are atomic (temporary file,
+    fsync, rename); remote (fsspec) paths are written as Lightning writes them."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        fs = get_filesystem(path)
+        if "file" not in fs.protocol or storage_options is not None:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch_save_atomic(checkpoint, target)
+
+
+class StepCheckpoint(LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` with a state of its own per directory and file name."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.monitor,
+            mode=self.mode,
+            every_n_train_steps=self._every_n_train_steps,
+            every_n_epochs=self._every_n_epochs,
+            train_time_interval=self._train_time_interval,
+            dirpath=str(self.dirpath),
+            filename=self.filename,
+        )
+
+
+class ModelCheckpoint(StepCheckpoint):
     """``pytorch_lightning.callbacks.ModelCheckpoint`` whose ``last.ckpt`` never lags.
 
     Same arguments and files as Lightning's; with ``save_last=True``, ``last.ckpt`` is

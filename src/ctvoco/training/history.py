@@ -8,7 +8,12 @@ callback's state as of that checkpoint, which must not replace the full history)
 
 Training metrics are means over the epoch's steps (a per-step loss of one batch is too noisy
 to plot); counters (``*_count``, ``*_steps``) and schedules (``*momentum``) keep their last
-value. Validation metrics are the epoch values the module logged.
+value. Validation metrics (``val/*``) are the values the module logged in that epoch's
+validation; an epoch without a validation (``trainer.check_val_every_n_epoch`` > 1) has
+them empty, never the previous validation's values again.
+
+``metrics.csv`` is the run's one metrics table. ``logger=csv`` adds the per-step log of
+:class:`StepCSVLogger` under ``csv/steps.csv``.
 """
 
 from __future__ import annotations
@@ -20,8 +25,16 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
+
+from ctvoco.io.atomic import atomic_write
+
+VALIDATION_PREFIX = "val/"
+"""Metrics whose names start with this are logged by validation, the others by training."""
 
 
 class MetricsHistory(pl.Callback):
@@ -49,7 +62,12 @@ class MetricsHistory(pl.Callback):
         """``learning_curves.png`` in the run directory."""
         return self.directory / "learning_curves.png"
 
-    def _record(self, trainer: pl.Trainer) -> None:
+    def _record(self, trainer: pl.Trainer, validation: bool) -> None:
+        """Copy this epoch's training (or validation) metrics into its row.
+
+        ``trainer.callback_metrics`` keeps the last validation's values through the epochs
+        that do not validate, so each phase takes only its own metrics.
+        """
         # Only epochs of a fit: not the sanity check, and not a ``trainer.validate`` run
         # (after fit it would add a row for an epoch that never ran).
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
@@ -57,7 +75,7 @@ class MetricsHistory(pl.Callback):
         row = self.rows.setdefault(trainer.current_epoch, {"epoch": trainer.current_epoch})
         row["step"] = trainer.global_step
         for key, value in trainer.callback_metrics.items():
-            if "/" in key:
+            if "/" in key and key.startswith(VALIDATION_PREFIX) == validation:
                 number = float(value)
                 if math.isfinite(number):
                     row[key] = number
@@ -76,7 +94,7 @@ class MetricsHistory(pl.Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
+        self._record(trainer, validation=False)
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             row = self.rows[trainer.current_epoch]
             for key, (total, count) in self.sums.items():
@@ -90,7 +108,7 @@ class MetricsHistory(pl.Callback):
         # After the module's own on_validation_epoch_end, so that metrics it logs there
         # (the competition score, the position error) are in callback_metrics.
         if trainer.state.fn == TrainerFn.FITTING:
-            self._record(trainer)
+            self._record(trainer, validation=True)
             self.write()
 
     @rank_zero_only
@@ -108,9 +126,8 @@ class MetricsHistory(pl.Callback):
         if not self.rows:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.csv_path.with_name(".metrics.csv.tmp")
-        self.frame().to_csv(tmp, index=False)
-        tmp.replace(self.csv_path)
+        with atomic_write(self.csv_path, "w") as handle:
+            self.frame().to_csv(handle, index=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "sums": self.sums}
@@ -148,6 +165,31 @@ def plot_learning_curves(history: pd.DataFrame, groups: Sequence[str], path: Pat
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+class _StepsWriter(ExperimentWriter):
+    """Lightning's CSV writer, saving its rows as ``steps.csv``."""
+
+    NAME_METRICS_FILE = "steps.csv"
+
+
+class StepCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` writing ``<save_dir>/<name>/<version>/steps.csv``.
+
+    Its rows are what the trainer logs, every ``trainer.log_every_n_steps`` steps and at
+    each validation; the run directory's ``metrics.csv`` (:class:`MetricsHistory`) stays the
+    run's one file of that name.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        """The writer of ``steps.csv`` and ``hparams.yaml``, created on first use."""
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _StepsWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -3,7 +3,9 @@
 Lightning restores weights, optimiser, schedulers, precision scaler and loop progress; the
 data modules continue the interrupted epoch where it stopped (``SeededSampler.resume``).
 Dropout draws from torch's global generator, whose state Lightning does not keep: this
-callback stores it in every checkpoint and puts it back before the first resumed step.
+callback stores it in every checkpoint and puts it back before the first resumed step. At
+train start it also checks that the training loader was built after the restore, so that it
+continues the interrupted epoch (a loader built earlier would replay the epoch from its start).
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ class RNGState(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Applied at the first training batch, after Lightning has set everything else up.
         self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        built = getattr(trainer.datamodule, "train_resume_point", None)
+        if built is None or not trainer.fit_loop.restarted_mid_epoch:
+            return
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if done and tuple(built) == (0, 0):
+            raise RuntimeError(
+                f"the training data loader was built before the checkpoint was restored (e.g. "
+                f"by trainer.estimated_stepping_batches in configure_optimizers): it would "
+                f"replay epoch {trainer.current_epoch} from its start instead of continuing "
+                f"after batch {done}, so the resumed run would not see the data of the "
+                "interrupted one"
+            )
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int

@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from ctvoco.io.atomic import torch_save_atomic, write_text_atomic
 from ctvoco.models.checkpoints import export_state_dict
 
 
 class BackboneExport(pl.Callback):
     """At the end of ``fit``, save ``<dir>/<backbone>.pt`` loadable by plain timm (strict).
+
+    The weights and their ``.json`` description are written atomically: a failed write
+    leaves the previous export (or none), never a partial file.
 
     Args:
         directory: Output folder (``<run dir>/export``).
@@ -32,14 +35,12 @@ class BackboneExport(pl.Callback):
         )
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{hp.backbone}.pt"
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(exported, tmp)
-        tmp.replace(path)
+        torch_save_atomic(exported, path)
         meta = {
             "backbone": hp.backbone,
             "in_chans": hp.in_chans,
             "global_step": trainer.global_step,
             "usage": f"timm.create_model('{hp.backbone}', in_chans={hp.in_chans}).load_state_dict(torch.load(path, weights_only=True))",
         }
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2))
         self.path = path

@@ -26,11 +26,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from ctvoco.errors import UserError
+from ctvoco.errors import UserError, check_optimizer_settings
 from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.training.distributed import gather_with_grad
 from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
-from ctvoco.training.schedules import warmup_cosine
+from ctvoco.training.schedules import WarmupCosine, stepping_batches
 from ctvoco.voco.ema import cosine_momentum, update_momentum
 from ctvoco.voco.heads import ProjectionHead
 from ctvoco.voco.losses import VoCoLoss, VoCoLossOutput, inter_volume_loss, similarity
@@ -107,6 +107,13 @@ class VoCoPretrainer(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
+        check_optimizer_settings(
+            "model.module",
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            min_lr_ratio=min_lr_ratio,
+        )
         super().__init__()
         self.save_hyperparameters()
         _check_choice("teacher_head", teacher_head, TEACHER_HEADS)
@@ -153,6 +160,8 @@ class VoCoPretrainer(pl.LightningModule):
         self._val_index: list[Tensor] = []
         self._step_started = 0.0
         self._step_finite = True
+        self._run_steps: int | None = None
+        self._schedule = WarmupCosine(warmup_steps, min_lr_ratio)
 
     # -- embeddings ---------------------------------------------------------------------
     def _slices(self, crops: Tensor) -> Tensor:
@@ -328,11 +337,21 @@ class VoCoPretrainer(pl.LightningModule):
         return cosine_momentum(self.global_step, total, base=base, final=1.0)
 
     def _total_steps(self) -> int:
-        try:
-            total = self.trainer.estimated_stepping_batches
-        except (AttributeError, RuntimeError):
-            return 1
-        return int(total) if total != float("inf") else 1
+        if self._run_steps is None:
+            self._run_steps = stepping_batches(self.trainer)
+        return self._run_steps
+
+    def on_train_start(self) -> None:
+        # The run length is read here, after a checkpoint restore (see WarmupCosine).
+        self._run_steps = stepping_batches(self.trainer)
+        warmup = int(self.hparams.warmup_steps)
+        if warmup >= self._run_steps:
+            log.warning(
+                "warmup_steps=%d >= total steps %d: the run never leaves warm-up",
+                warmup,
+                self._run_steps,
+            )
+        self._schedule.total_steps = self._run_steps
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -343,16 +362,8 @@ class VoCoPretrainer(pl.LightningModule):
             amsgrad=self.hparams.amsgrad,
             foreach=True,
         )
-        total = self._total_steps()
-        warmup = int(self.hparams.warmup_steps)
-        if warmup >= total:
-            log.warning(
-                "warmup_steps=%d >= total steps %d: the run never leaves warm-up", warmup, total
-            )
-        min_ratio = float(self.hparams.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, min_ratio)
-        )
+        self._schedule = WarmupCosine(self.hparams.warmup_steps, self.hparams.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -401,8 +412,12 @@ class VoCoPretrainer(pl.LightningModule):
         self.log_dict(
             {
                 "val/position_mae": errors["mae"],
+                "val/position_mae_baseline": errors["baseline_mae"],
                 "val/position_mae_trivial": errors["trivial_mae"],
+                "val/position_mae_zeros": errors["zeros_mae"],
+                "val/position_mae_cell_prior": errors["cell_prior_mae"],
                 "val/position_rank_corr": errors["rank_corr"],
+                "val/position_rank_corr_baseline": errors["baseline_rank_corr"],
             },
             rank_zero_only=True,
         )
