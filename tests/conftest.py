@@ -61,3 +61,25 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory):
         second_series_fraction=0.3,
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_rsna_cache(tiny_cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny cohort's RSNA series preprocessed once (``TINY_SHAPE``), for runs that only train."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("rsna_cache")
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ctvoco-preprocess"),
+            f"data.root={tiny_cohort.rsna_root}",
+            f"data.cache_dir={root}",
+            f"data.preprocess.shape=[{','.join(map(str, TINY_SHAPE))}]",
+            f"paths.output_dir={root.parent / 'pre'}",
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    return root

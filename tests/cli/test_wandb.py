@@ -60,21 +60,9 @@ def test_wandb_config_is_the_whole_resolved_config(no_wandb_login, tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def cache(tiny_cohort, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("wandb_cache")
-    subprocess.run(
-        [
-            str(BIN / "ctvoco-preprocess"),
-            f"data.root={tiny_cohort.rsna_root}",
-            f"data.cache_dir={root}",
-            SHAPE,
-            f"paths.output_dir={root.parent / 'pre'}",
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-    )
-    return root
+def cache(tiny_rsna_cache) -> Path:
+    """A cache built once (so that the runs below only train)."""
+    return tiny_rsna_cache
 
 
 BLOCK, RECORD_HEADER, FILE_HEADER = 32768, 7, 7

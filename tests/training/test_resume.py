@@ -96,22 +96,9 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> Non
 
 
 @pytest.fixture(scope="module")
-def cache(tiny_cohort, tmp_path_factory) -> Path:
+def cache(tiny_rsna_cache) -> Path:
     """A cache built once (so that the runs below only train)."""
-    root = tmp_path_factory.mktemp("resume_cache")
-    subprocess.run(
-        [
-            str(BIN / "ctvoco-preprocess"),
-            f"data.root={tiny_cohort.rsna_root}",
-            f"data.cache_dir={root}",
-            SHAPE,
-            f"paths.output_dir={root.parent / 'pre'}",
-        ],
-        check=True,
-        capture_output=True,
-        env=environment(),
-    )
-    return root
+    return tiny_rsna_cache
 
 
 @pytest.mark.slow
