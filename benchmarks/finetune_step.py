@@ -182,12 +182,12 @@ def main() -> None:
         cache, keys = make_cache(Path(tmp) / "cache", 4)
         research = SliceStackViews(num_slices=48, crop=192, **RESEARCH_AUGMENT)
         volumes_per_s = loader_rate(cache, keys, research, repeats=40)
-        plain = SliceStackViews(num_slices=48, crop=192)
+        plain = SliceStackViews.plain(num_slices=48, crop=192)
         plain_per_s = loader_rate(cache, keys, plain, repeats=40)
         total = prep = float("nan")
         if not args.skip_inference:
             total, prep = inference_seconds(
-                Path(tmp), model, SliceStackViews(num_slices=48, crop=192)
+                Path(tmp), model, SliceStackViews.plain(num_slices=48, crop=192)
             )
     ratio = statistics.median(full) / statistics.median(floor)
     print(

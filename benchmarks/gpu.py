@@ -231,7 +231,7 @@ def batches(
     pretrain = {
         k: torch.stack([s[k] for s in samples]).to(device) for k in ("random", "base", "targets")
     }
-    clf = SliceStackViews(
+    clf = SliceStackViews.plain(
         num_slices=sizes.clf_slices,
         crop=sizes.clf_crop,
         random_crop=True,

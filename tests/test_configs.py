@@ -11,7 +11,13 @@ from omegaconf import OmegaConf
 
 CONF = Path(ctvoco.conf.__file__).parent
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-PRETRAIN_EXPERIMENTS = {"flare", "rsna_pretrain", "flare_rsna", "demo_pretrain"}
+PRETRAIN_EXPERIMENTS = {
+    "flare",
+    "rsna_pretrain",
+    "flare_rsna",
+    "demo_pretrain",
+    "rsna_pretrain_research_v1",
+}
 TOP_CONFIGS = {
     "pretrain": [],
     "finetune": [],
@@ -86,8 +92,8 @@ def test_output_dir_override_moves_every_output() -> None:
     assert resolved["logger"]["wandb"]["save_dir"] == "/tmp/run7"
 
 
-def test_voco_seed_preset_is_the_research_configuration() -> None:
-    cfg = compose_config("pretrain", ["model=voco_seed", "paths.output_dir=/tmp/x"])
+def test_voco_research_preset_is_the_research_configuration() -> None:
+    cfg = compose_config("pretrain", ["model=voco_research", "paths.output_dir=/tmp/x"])
     module, views = cfg.model.module, cfg.model.views
     assert (module.backbone, module.pooling, module.head_norm, module.teacher_head) == (
         "efficientnet_b0",

@@ -71,7 +71,7 @@ def weighted_constant_predictions(labels: pd.DataFrame, patient_ids: list[int]) 
 def test_classifier_learns_injuries_beyond_the_prevalence_baseline(tmp_path):
     start = time.perf_counter()
     cohort = make_synthetic_cohort(tmp_path / "cohort", progress=False, **COHORT)
-    views = SliceStackViews(num_slices=12, crop=64, random_crop=True)
+    views = SliceStackViews.plain(num_slices=12, crop=64, random_crop=True)
     datamodule = RSNADataModule(
         root=str(cohort.rsna_root),
         cache_dir=str(tmp_path / "cache"),

@@ -6,7 +6,9 @@ real data module; predictions then run on copies of the cohort's ``test_images``
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ class Trained:
 def trained(tiny_cohort, tmp_path_factory) -> Trained:
     """One tiny classifier trained for an epoch, and a second with shifted head biases."""
     root = tmp_path_factory.mktemp("classifier")
-    views = SliceStackViews(num_slices=4, crop=48)
+    views = SliceStackViews.plain(num_slices=4, crop=48)
     datamodule = RSNADataModule(
         root=str(tiny_cohort.rsna_root),
         cache_dir=str(root / "cache"),
@@ -49,7 +51,7 @@ def trained(tiny_cohort, tmp_path_factory) -> Trained:
         num_workers=0,
         batch_size=2,
         fold=None,
-        views=SliceStackViews(num_slices=4, crop=48, random_crop=True),
+        views=SliceStackViews.plain(num_slices=4, crop=48, random_crop=True),
         val_views=views,
     )
     pl.seed_everything(0)
@@ -427,6 +429,38 @@ def test_discover_input_warns_about_non_integer_series_folders(test_images, capl
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("localizer" in m and "not an integer series id" in m for m in warnings)
     assert not any(".hidden" in m for m in warnings)
+
+
+def deny_listing(monkeypatch, *folders: Path) -> None:
+    """Listing ``folders`` fails as it does for a folder of mode 000 (for any user but root)."""
+    real = Path.iterdir
+    denied = {Path(f) for f in folders}
+
+    def iterdir(self: Path):
+        if self in denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
+def test_discover_input_keeps_an_unreadable_patient_with_a_warning(
+    test_images, monkeypatch, caplog
+):
+    patients = sorted((p.name for p in test_images.iterdir()), key=int)
+    deny_listing(monkeypatch, test_images / patients[0])
+    with caplog.at_level(logging.WARNING, logger="ctvoco"):
+        sources, found = discover_input(test_images)
+    assert found == [str(int(p)) for p in patients]
+    assert {s.patient_id for s in sources} == set(patients[1:])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(test_images / patients[0]) in m and "Permission denied" in m for m in warnings)
+
+
+def test_discover_input_unreadable_input_folder_is_a_user_error(test_images, monkeypatch):
+    deny_listing(monkeypatch, test_images)
+    with pytest.raises(UserError, match=r"cannot list the input folder \(Permission denied"):
+        discover_input(test_images)
 
 
 # --------------------------------------------------------------------------- CLI helper

@@ -45,12 +45,12 @@ SLICE_CASES = [
 
 @pytest.mark.parametrize(("depth", "num_slices", "expected"), SLICE_CASES)
 def test_slice_indices_are_floored_linspace(depth, num_slices, expected):
-    views = SliceStackViews(num_slices=num_slices, crop=4)
+    views = SliceStackViews.plain(num_slices=num_slices, crop=4)
     np.testing.assert_array_equal(views.slice_indices(depth), expected)
 
 
 def test_call_takes_the_slices_of_slice_indices():
-    views = SliceStackViews(num_slices=5, crop=6)
+    views = SliceStackViews.plain(num_slices=5, crop=6)
     out = views(_indexed_volume(17, 6, 6), np.random.default_rng(0))["image"]
     taken = out[:, 0, 0, 0].numpy()
     np.testing.assert_array_equal(taken, views.slice_indices(17))
@@ -60,7 +60,7 @@ def test_call_takes_the_slices_of_slice_indices():
 # --------------------------------------------------------------------------- crops
 def test_centre_crop_is_deterministic_and_centred():
     vol = _volume((6, 20, 30))
-    views = SliceStackViews(num_slices=3, crop=8)
+    views = SliceStackViews.plain(num_slices=3, crop=8)
     a = views(vol, np.random.default_rng(0))["image"]
     b = views(vol, np.random.default_rng(123))["image"]
     assert torch.equal(a, b)
@@ -73,7 +73,7 @@ def test_centre_crop_is_deterministic_and_centred():
 
 def test_random_crop_within_bounds_and_seeded():
     vol = _volume((4, 20, 26))
-    views = SliceStackViews(num_slices=2, crop=8, random_crop=True)
+    views = SliceStackViews.plain(num_slices=2, crop=8, random_crop=True)
     origins = {views.crop_origin(20, 26, np.random.default_rng(s)) for s in range(200)}
     assert all(0 <= y <= 12 and 0 <= x <= 18 for y, x in origins)
     assert len(origins) > 20, "random crops should move"
@@ -95,7 +95,7 @@ def test_random_crop_within_bounds_and_seeded():
 @pytest.mark.parametrize("random_crop", [False, True])
 def test_volume_smaller_than_crop_is_zero_padded_centred(random_crop):
     vol = _volume((3, 4, 6)) | 1  # no zeros inside the volume
-    views = SliceStackViews(num_slices=3, crop=8, random_crop=random_crop)
+    views = SliceStackViews.plain(num_slices=3, crop=8, random_crop=random_crop)
     out = views(vol, np.random.default_rng(0))["image"]
     assert out.shape == (3, 1, 8, 8)
     assert out.dtype == torch.uint8
@@ -108,7 +108,7 @@ def test_volume_smaller_than_crop_is_zero_padded_centred(random_crop):
 
 def test_padding_in_one_axis_and_crop_in_the_other():
     vol = _volume((2, 5, 12)) | 1
-    views = SliceStackViews(num_slices=2, crop=8)
+    views = SliceStackViews.plain(num_slices=2, crop=8)
     out = views(vol, np.random.default_rng(0))["image"]
     assert out.shape == (2, 1, 8, 8)
     # rows 5 -> 8 padded (1 above, 2 below); columns 12 -> 8 cropped at the centre (2..10)
@@ -120,7 +120,7 @@ def test_padding_in_one_axis_and_crop_in_the_other():
 def test_channel_first_volume_gives_slices_by_channels():
     c, d, h, w = 2, 9, 12, 12
     vol = _volume((c, d, h, w))
-    views = SliceStackViews(num_slices=4, crop=10)
+    views = SliceStackViews.plain(num_slices=4, crop=10)
     out = views(vol, np.random.default_rng(0))["image"]
     assert out.shape == (4, 2, 10, 10)
     idx = views.slice_indices(d)
@@ -130,7 +130,7 @@ def test_channel_first_volume_gives_slices_by_channels():
 
 
 def test_single_channel_volume_gets_a_channel_axis():
-    out = SliceStackViews(num_slices=3, crop=5)(_volume((7, 5, 5)), np.random.default_rng(0))
+    out = SliceStackViews.plain(num_slices=3, crop=5)(_volume((7, 5, 5)), np.random.default_rng(0))
     assert set(out) == {"image"}
     assert out["image"].shape == (3, 1, 5, 5)
     assert out["image"].is_contiguous()
@@ -139,7 +139,7 @@ def test_single_channel_volume_gets_a_channel_axis():
 def test_read_only_memory_mapped_like_input_works():
     vol = _volume((6, 10, 10))
     vol.setflags(write=False)
-    views = SliceStackViews(num_slices=3, crop=8, **ALL_AUGMENTATIONS)
+    views = SliceStackViews.plain(num_slices=3, crop=8, **ALL_AUGMENTATIONS)
     out = views(vol, np.random.default_rng(0))["image"]
     assert out.shape == (3, 1, 8, 8)
 
@@ -147,7 +147,7 @@ def test_read_only_memory_mapped_like_input_works():
 # --------------------------------------------------------------------------- augmentation
 def test_no_augmentation_when_all_probabilities_are_zero():
     vol = _volume((8, 16, 16))
-    plain = SliceStackViews(num_slices=4, crop=12)
+    plain = SliceStackViews.plain(num_slices=4, crop=12)
     assert not plain.augments
     out = plain(vol, np.random.default_rng(3))["image"]
     idx = plain.slice_indices(8)
@@ -158,12 +158,12 @@ def test_no_augmentation_when_all_probabilities_are_zero():
 
 @pytest.mark.parametrize("name", [k for k in ALL_AUGMENTATIONS if k.endswith("_prob")])
 def test_each_probability_switches_augmentation_on(name):
-    assert SliceStackViews(**{name: 0.1}).augments
+    assert SliceStackViews.plain(**{name: 0.1}).augments
 
 
 def test_augmentation_same_seed_same_output_and_uint8_shape():
     vol = _volume((10, 40, 40))
-    views = SliceStackViews(num_slices=5, crop=32, random_crop=True, **ALL_AUGMENTATIONS)
+    views = SliceStackViews.plain(num_slices=5, crop=32, random_crop=True, **ALL_AUGMENTATIONS)
     a = views(vol, np.random.default_rng(11))["image"]
     b = views(vol, np.random.default_rng(11))["image"]
     assert a.dtype == torch.uint8
@@ -173,7 +173,7 @@ def test_augmentation_same_seed_same_output_and_uint8_shape():
 
 def test_augmentation_different_seeds_differ():
     vol = _volume((10, 40, 40))
-    views = SliceStackViews(num_slices=5, crop=40, **ALL_AUGMENTATIONS)
+    views = SliceStackViews.plain(num_slices=5, crop=40, **ALL_AUGMENTATIONS)
     outputs = [views(vol, np.random.default_rng(s))["image"] for s in range(6)]
     distinct = {o.numpy().tobytes() for o in outputs}
     assert len(distinct) == len(outputs)
@@ -181,9 +181,9 @@ def test_augmentation_different_seeds_differ():
 
 def test_augmentation_changes_the_image():
     vol = _volume((6, 24, 24))
-    always = SliceStackViews(num_slices=3, crop=24, flip_prob=1.0)
+    always = SliceStackViews.plain(num_slices=3, crop=24, flip_prob=1.0)
     out = always(vol, np.random.default_rng(0))["image"]
-    raw = SliceStackViews(num_slices=3, crop=24)(vol, np.random.default_rng(0))["image"]
+    raw = SliceStackViews.plain(num_slices=3, crop=24)(vol, np.random.default_rng(0))["image"]
     # both in-plane flips with probability 1: a 180 degree rotation of every slice
     assert torch.equal(out, raw.flip(-2, -1))
 
@@ -198,7 +198,7 @@ def test_augmentation_is_the_same_for_every_slice(seed, channels):
     plane[:, :, 3:9, 5:20] = 255
     vol = np.repeat(plane, 7, axis=1)  # (C, D, H, W), every slice the same
     vol = vol[0] if channels == 1 else vol
-    views = SliceStackViews(
+    views = SliceStackViews.plain(
         num_slices=6,
         crop=32,
         random_crop=True,
@@ -219,7 +219,7 @@ def test_augmented_channels_share_the_geometric_transform():
     plane = np.zeros((1, 24, 24), dtype=np.uint8)
     plane[0, 2:6, 3:15] = 200
     vol = np.stack([plane, plane])  # (2, 1, 24, 24): two identical channels
-    views = SliceStackViews(num_slices=1, crop=24, flip_prob=0.5, rot90_prob=1.0)
+    views = SliceStackViews.plain(num_slices=1, crop=24, flip_prob=0.5, rot90_prob=1.0)
     for seed in range(6):
         out = views(vol, np.random.default_rng(seed))["image"]
         assert torch.equal(out[0, 0], out[0, 1])

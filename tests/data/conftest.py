@@ -17,7 +17,7 @@ from tests.conftest import TINY_SHAPE
 PREPROCESS = {"shape": list(TINY_SHAPE)}
 """Preprocessing of every data-module test (the tiny cache shape, default RSNA window)."""
 
-LOADER = {"num_workers": 0, "batch_size": 2}
+LOADER = {"num_workers": 0, "batch_size": 2, "preprocess_workers": 0}
 
 
 def label_row(patient_id: object, **classes: int) -> dict[str, Any]:

@@ -235,7 +235,18 @@ def test_classify_labels_match_train_csv(tiny_cohort, classify_fold0) -> None:
 
 def test_train_batch_with_the_whole_volume_view(classify_fold0) -> None:
     batch = next(iter(classify_fold0.train_dataloader()))
-    assert set(batch) == {"volume", "key", "index", "patient_id", "series_id", "labels"}
+    # the synthetic cohort ships image_level_labels.csv: per-slice targets come along
+    assert set(batch) == {
+        "volume",
+        "key",
+        "index",
+        "patient_id",
+        "series_id",
+        "labels",
+        "slice_targets",
+        "slice_mask",
+    }
+    assert batch["slice_targets"].shape == (2, TINY_SHAPE[0], 2)
     assert batch["volume"].shape == (2, *TINY_SHAPE)
     assert batch["volume"].dtype == torch.uint8
     assert batch["labels"].shape == (2, 5)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -80,3 +83,59 @@ def test_duplicate_case_ids_from_two_extensions(tiny_cohort, tmp_path: Path) -> 
     copy_case(tiny_cohort, tmp_path / "FLARE23_0009_0000.nii")
     with pytest.raises(DataError, match="FLARE23_0009"):
         flare_cases(tmp_path, ["*_0000.nii.gz", "*_0000.nii"])
+
+
+def deny_scandir(monkeypatch, *folders: Path) -> None:
+    """Listing ``folders`` fails as it does for a folder of mode 000 (for any user but root)."""
+    real = os.scandir
+    denied = {str(f) for f in folders}
+
+    def scandir(path=".", *args, **kwargs):
+        if str(path) in denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_folder_is_a_failing_source_not_skipped(
+    tiny_cohort, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    copy_case(tiny_cohort, tmp_path / "imagesTr2200" / "FLARE23_0001_0000.nii.gz")
+    copy_case(tiny_cohort, tmp_path / "unlabelTr1800" / "1-500" / "FLARE23_2201_0000.nii.gz")
+    denied = tmp_path / "unlabelTr1800" / "1-500"
+    deny_scandir(monkeypatch, denied)
+    with caplog.at_level(logging.WARNING, logger="ctvoco.data.flare"):
+        sources = flare_cases(tmp_path)
+    assert [s.key for s in sources] == ["FLARE23_0001", "unreadable.unlabelTr1800_1-500"]
+    assert sources[0].error == ""
+    assert str(denied) in sources[1].error and "Permission denied" in sources[1].error
+    assert any(str(denied) in r.getMessage() for r in caplog.records)
+
+
+def test_unreadable_folder_key_is_a_valid_cache_key(tmp_path: Path, monkeypatch) -> None:
+    from ctvoco.cache.volume_cache import check_key
+
+    (tmp_path / "odd name [1]").mkdir()
+    deny_scandir(monkeypatch, tmp_path / "odd name [1]")
+    (source,) = flare_cases(tmp_path)
+    assert check_key(source.key) == source.key
+
+
+def test_a_folder_readable_again_replaces_its_failed_row(tiny_cohort, tmp_path, monkeypatch):
+    from ctvoco.cache import VolumeCache, build_cache
+    from tests.cache.test_bad_series import CONFIG, quiet, rows_by_key
+
+    copy_case(tiny_cohort, tmp_path / "raw" / "imagesTr2200" / "FLARE23_0001_0000.nii.gz")
+    nested = tmp_path / "raw" / "unlabelTr1800" / "1-500" / "a"
+    copy_case(tiny_cohort, nested / "FLARE23_2201_0000.nii.gz")
+    deny_scandir(monkeypatch, nested.parent)
+    cache = VolumeCache(tmp_path / "cache")
+    first = build_cache(flare_cases(tmp_path / "raw"), cache, CONFIG, console=quiet())
+    assert (first.ok, len(first.failed)) == (1, 1)
+    assert rows_by_key(cache)["unreadable.unlabelTr1800_1-500"]["status"] == "failed"
+
+    monkeypatch.undo()  # the folder is readable again
+    again = build_cache(flare_cases(tmp_path / "raw"), cache, CONFIG, console=quiet())
+    assert (again.ok, len(again.failed)) == (1, 0)
+    assert set(rows_by_key(cache)) == {"FLARE23_0001", "FLARE23_2201"}, "the folder row went"

@@ -213,8 +213,8 @@ def test_ddp_spawn_trains_the_classifier_and_returns_the_weights(tiny_cohort, dd
         ddp_cache,
         purpose="classify",
         fold=0,
-        views=SliceStackViews(num_slices=4, crop=48, random_crop=True),
-        val_views=SliceStackViews(num_slices=4, crop=48),
+        views=SliceStackViews.plain(num_slices=4, crop=48, random_crop=True),
+        val_views=SliceStackViews.plain(num_slices=4, crop=48),
     )
     trainer = cpu_trainer(max_steps=STEPS, limit_val_batches=0, callbacks=[RankRecorder(tmp_path)])
     trainer.fit(module, datamodule=datamodule)
@@ -318,8 +318,8 @@ def test_ddp_validation_score_equals_the_single_process_score(tiny_cohort, ddp_c
             ddp_cache,
             purpose="classify",
             fold=fold,
-            views=SliceStackViews(num_slices=4, crop=48, random_crop=True),
-            val_views=SliceStackViews(num_slices=4, crop=48),
+            views=SliceStackViews.plain(num_slices=4, crop=48, random_crop=True),
+            val_views=SliceStackViews.plain(num_slices=4, crop=48),
         )
 
     pl.seed_everything(0, verbose=False)

@@ -172,31 +172,30 @@ def test_signed_12bit_is_stored_without_sign_extension(tmp_path):
     np.testing.assert_array_equal(read_dicom_series(tmp_path / "s").hu, phantom())
 
 
-def test_monochrome1_pixels_are_inverted_on_disk(tmp_path):
-    """Stored values are reversed over the 16-bit range, the same for every slice."""
+def test_monochrome1_pixels_are_stored_like_monochrome2(tmp_path):
+    """Only the tag differs: the stored values are HU minus the intercept, not reversed."""
     paths = write_series(tmp_path / "s", photometric="MONOCHROME1", compress=False)
     hu = phantom().astype(int)
     for i in (0, 5):
         ds = pydicom.dcmread(paths[i])
         assert ds.PhotometricInterpretation == "MONOCHROME1"
-        expected = 0xFFFF - (hu[i] - int(ds.RescaleIntercept))
+        expected = hu[i] - int(ds.RescaleIntercept)
         np.testing.assert_array_equal(ds.pixel_array.astype(int), expected)
 
 
-# (BitsStored, PixelRepresentation, RescaleIntercept, how a MONOCHROME2 stored value v is
-# stored as MONOCHROME1 per DICOM: the stored range reversed)
+# (BitsStored, PixelRepresentation, RescaleIntercept)
 MONOCHROME1_RANGE_CASES = [
-    pytest.param(12, 0, -1024.0, lambda v: 0x0FFF - v, id="unsigned_12bit"),
-    pytest.param(16, 0, -1024.0, lambda v: 0xFFFF - v, id="unsigned_16bit"),
-    pytest.param(16, 1, 0.0, lambda v: -1 - v, id="signed_16bit"),
+    pytest.param(12, 0, -1024.0, id="unsigned_12bit"),
+    pytest.param(16, 0, -1024.0, id="unsigned_16bit"),
+    pytest.param(16, 1, 0.0, id="signed_16bit"),
 ]
 
 
-@pytest.mark.parametrize(("bits", "signed", "intercept", "invert"), MONOCHROME1_RANGE_CASES)
-def test_monochrome1_is_inverted_over_the_stored_range(tmp_path, bits, signed, intercept, invert):
+@pytest.mark.parametrize(("bits", "signed", "intercept"), MONOCHROME1_RANGE_CASES)
+def test_monochrome1_is_rescaled_not_inverted(tmp_path, bits, signed, intercept):
     """A file written by another tool: one uniform slice and slices of different contrast."""
     hu = phantom()
-    hu[3] = -1000  # a uniform slice: its own min/max say nothing about the range
+    hu[3] = -1000  # a uniform slice
     hu[6] = np.clip(hu[6], -200, 300)  # a slice with another min/max than its neighbours
     folder = tmp_path / "s"
     paths = write_series(
@@ -205,11 +204,8 @@ def test_monochrome1_is_inverted_over_the_stored_range(tmp_path, bits, signed, i
     for path in paths:
 
         def change(ds):
-            values = ds.pixel_array.astype(np.int64)
-            stored = invert(values)
             ds.PhotometricInterpretation = "MONOCHROME1"
             ds.BitsStored, ds.HighBit = bits, bits - 1
-            uncompressed_pixels(ds, stored.astype(np.int16 if signed else np.uint16))
 
         edit(path, change)
     np.testing.assert_array_equal(read_dicom_series(folder).hu, hu)

@@ -365,6 +365,7 @@ CHANGED_FIELDS = {
     "body_threshold": 20.0,
     "margin": 8,
     "min_body_fraction": 0.05,
+    "target_spacing": (3.0, 1.5, 1.5),
 }
 
 

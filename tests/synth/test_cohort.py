@@ -258,3 +258,15 @@ def test_prevalence_option_keeps_defaults_for_targets_left_out():
     assert chosen == {**DEFAULT_PREVALENCE, "liver": (0.5, 0.3, 0.2)}
     with pytest.raises(UserError, match="prevalence"):
         prevalence_option([0.5, 0.5])
+
+
+def test_summary_prints_a_path_with_brackets_as_it_is(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    out = StringIO()
+    root = tmp_path / "[bold]cohort[/bold] [x]"
+    tiny = {**SPEC, "n_patients": 2, "n_test": 0, "n_flare": 0}
+    make_synthetic_cohort(root, console=Console(file=out, width=400), **tiny)
+    assert f"in {root} (" in out.getvalue()

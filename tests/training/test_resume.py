@@ -169,33 +169,53 @@ def saved_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
+def start_shipped(program, cohort, cache, run_dir: Path, *extra: str) -> subprocess.Popen:
+    """A run with the shipped experiments' settings, in the background."""
+    return subprocess.Popen(
+        command(program, cohort, cache, run_dir, *SHIPPED[program], *extra),
+        cwd=run_dir.parent,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> None:
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 0, err[-4000:]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_cohort, cache, tmp_path_factory):
+    """``program -> (its final step checkpoint, steps per epoch)``, each run made once."""
+    runs: dict[str, tuple[Path, int]] = {}
+
+    def get(program: str) -> tuple[Path, int]:
+        if program not in runs:
+            straight = tmp_path_factory.mktemp(f"straight-{program}") / "run"
+            finish(start_shipped(program, tiny_cohort, cache, straight))
+            final = sorted((straight / "checkpoints" / "periodic").glob("step*.ckpt"))[-1]
+            per_epoch, rest = divmod(saved_step(final), EPOCHS)
+            assert rest == 0 and per_epoch >= 4, f"{saved_step(final)} steps in {EPOCHS} epochs"
+            runs[program] = final, per_epoch
+        return runs[program]
+
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("program", sorted(SHIPPED))
 def test_killed_twice_mid_epoch_and_resumed_from_last_equals_uninterrupted(
-    program, tiny_cohort, cache, tmp_path
+    program, tiny_cohort, cache, tmp_path, uninterrupted
 ) -> None:
     """SIGKILL inside the first and inside the second epoch, ``ckpt_path=last`` each time."""
 
     def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            command(program, tiny_cohort, cache, run_dir, *SHIPPED[program], *extra),
-            cwd=tmp_path,
-            env=environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        return start_shipped(program, tiny_cohort, cache, run_dir, *extra)
 
-    straight = tmp_path / "straight"
-    process = start(straight)
-    _, err = process.communicate(timeout=900)
-    assert process.returncode == 0, err[-4000:]
-    final = sorted((straight / "checkpoints" / "periodic").glob("step*.ckpt"))
-    total = saved_step(final[-1])
-    per_epoch, rest = divmod(total, EPOCHS)
-    assert rest == 0 and per_epoch >= 4, f"{total} steps in {EPOCHS} epochs"
-
+    final, per_epoch = uninterrupted(program)
     interrupted = tmp_path / "interrupted"
     periodic = interrupted / "checkpoints" / "periodic"
     resumed_at = []
@@ -212,10 +232,26 @@ def test_killed_twice_mid_epoch_and_resumed_from_last_equals_uninterrupted(
     assert [step // per_epoch for step in resumed_at] == [0, 1], resumed_at
     assert all(step % per_epoch for step in resumed_at), f"not inside an epoch: {resumed_at}"
 
-    process = start(interrupted, "ckpt_path=last")
-    _, err = process.communicate(timeout=900)
-    assert process.returncode == 0, err[-4000:]
-    assert_same_weights(final[-1], periodic / final[-1].name)
+    finish(start(interrupted, "ckpt_path=last"))
+    assert_same_weights(final, periodic / final.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program", sorted(SHIPPED))
+@pytest.mark.parametrize("epoch", [0, 1], ids=["epoch0-no-validation", "epoch1-then-validation"])
+def test_resumed_from_the_last_batch_of_an_epoch_equals_uninterrupted(
+    program, epoch, tiny_cohort, cache, tmp_path, uninterrupted
+) -> None:
+    """The step checkpoint of an epoch's last batch: saved before the epoch's end hooks ran."""
+    final, per_epoch = uninterrupted(program)
+    step = (epoch + 1) * per_epoch
+    resume_from = final.parent / f"step{step:07d}.ckpt"
+    resumed = tmp_path / "resumed"
+    finish(start_shipped(program, tiny_cohort, cache, resumed, f"ckpt_path={resume_from}"))
+    periodic = resumed / "checkpoints" / "periodic"
+    assert not (periodic / f"step{step:07d}.ckpt").exists(), "the resumed run redid a batch"
+    assert (periodic / f"step{step + 1:07d}.ckpt").exists()
+    assert_same_weights(final, periodic / final.name)
 
 
 @pytest.mark.slow

@@ -168,6 +168,10 @@ def process_series(
             crop_box=str(result.crop_box),
             warnings=" | ".join(result.warnings),
         )
+        if volume.instance_numbers is not None:
+            # InstanceNumber of every source slice in array order, for image-level labels
+            # (records only; the manifest keeps its columns).
+            record["instance_numbers"] = list(volume.instance_numbers)
     except CacheWriteError:
         raise
     except (DataError, OSError, MemoryError) as exc:
@@ -316,11 +320,12 @@ def _is_done(
 def _drop_replaced_failures(cache: VolumeCache, sources: Sequence[SeriesSource]) -> None:
     """Delete the failed records of folders that now list their series.
 
-    A patient folder that could not be listed was recorded as one failed entry for the
-    folder; once the folder is readable its series are found, and the entry is obsolete.
+    A folder that could not be listed (an RSNA patient folder, a FLARE sub-folder) was
+    recorded as one failed entry for the folder; once the folder is readable the series
+    under it are found, and the entry is obsolete.
     """
     keys = {s.key for s in sources}
-    folders = {str(Path(s.source).parent) for s in sources if not s.error}
+    folders = {str(p) for s in sources if not s.error for p in Path(s.source).parents}
     for record in cache.records():
         key = str(record.get("key", ""))
         if record.get("status") != "ok" and key not in keys and record.get("source") in folders:

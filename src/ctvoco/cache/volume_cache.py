@@ -32,7 +32,7 @@ import numpy as np
 
 from ctvoco.errors import DataError, UserError
 from ctvoco.io.atomic import TMP_MARK, atomic_write, tmp_owner, write_text_atomic
-from ctvoco.preprocessing.pipeline import PreprocessConfig
+from ctvoco.preprocessing.pipeline import ADDED_OPTIONS, PreprocessConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,6 +175,9 @@ class VolumeCache:
         """
         wanted = config.fingerprint()
         existing = self.variant()
+        if existing is not None:
+            # options added later: an older cache.json was built with their default
+            existing = {**ADDED_OPTIONS, **existing}
         if existing is None:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -193,9 +196,17 @@ class VolumeCache:
                 k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k)
             )
             detail = ", ".join(f"{k}: {existing.get(k)} -> {wanted.get(k)}" for k in changed)
+            settable = [k for k in changed if k in PreprocessConfig.__dataclass_fields__]
+            back = (
+                ", or set "
+                + " ".join(f"data.preprocess.{k}={_override(existing.get(k))}" for k in settable)
+                + " to use it"
+                if settable
+                else ""
+            )
             raise UserError(
                 f"the cache at {self.root} was built with other preprocessing ({detail}); "
-                "use a new data.cache_dir for this variant or delete the old cache"
+                f"use a new data.cache_dir for this variant or delete the old cache{back}"
             )
 
     # -- arrays -----------------------------------------------------------------------
@@ -301,6 +312,11 @@ class VolumeCache:
                 f"{needed / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free; free space or set "
                 "data.cache_dir= elsewhere"
             )
+
+
+def _override(value: Any) -> str:
+    """A fingerprint value as a command-line override value (``[[-175.0,250.0]]``, ``null``)."""
+    return "null" if value is None else json.dumps(value, separators=(",", ":")).lower()
 
 
 def pid_alive(pid: int) -> bool:

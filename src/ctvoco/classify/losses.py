@@ -136,6 +136,23 @@ def injury_loss(
     return torch.stack(list(parts.values())).sum(), parts
 
 
+def masked_slice_loss(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Mean binary cross-entropy of the per-slice logits over the known targets.
+
+    Args:
+        logits: ``(B, S, 2)`` per-slice logits (bowel, extravasation).
+        targets: ``(B, S, 2)`` 0/1 per-slice targets.
+        mask: ``(B, 2)``: 1 where a series' targets of a channel are known, 0 where unknown.
+
+    Returns:
+        ``sum(m * l) / sum(m)`` over every slice and channel (``m`` the mask broadcast over
+        slices); 0 (with a gradient) when nothing is known.
+    """
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+    weights = mask.float()[:, None, :].expand_as(losses)
+    return (weights * losses).sum() / weights.sum().clamp_min(1.0)
+
+
 def probabilities(logits: dict[str, Tensor]) -> Tensor:
     """Logits -> ``(B, 13)`` probabilities in ``sample_submission.csv`` column order.
 

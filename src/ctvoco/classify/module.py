@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ctvoco.classify.losses import (
     injury_loss,
+    masked_slice_loss,
     mean_class_weights,
     probabilities,
     task_targets,
@@ -34,12 +35,34 @@ from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.models.checkpoints import load_backbone_weights
 from ctvoco.schema import PREDICTION_COLUMNS
 from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
-from ctvoco.training.schedules import WarmupCosine, stepping_batches
+from ctvoco.training.schedules import (
+    LR_SCHEDULES,
+    CyclicCosine,
+    WarmupCosine,
+    stepping_batches,
+)
 
 log = logging.getLogger(__name__)
 
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 """Identity, horizontal, vertical and both flips of ``(..., H, W)`` slices."""
+
+TTA_AXES: dict[str, int] = {"z": 1, "h": -2, "w": -1}
+"""Axes of a ``(B, S, C, H, W)`` batch a test-time flip may reverse: ``z`` reverses the
+slice order, ``h`` flips rows (vertical), ``w`` flips columns (horizontal)."""
+
+DEFAULT_TTA_FLIPS: tuple[tuple[str, ...], ...] = ((), ("w",), ("h",), ("h", "w"))
+"""The views of ``tta``: identity and the three in-plane flips (:data:`TTA_FLIPS`)."""
+
+RESEARCH_TTA_FLIPS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("z", "h", "w"),
+    ("z", "h"),
+    ("z", "w"),
+    ("h", "w"),
+)
+"""The research code's test-time views: identity and four flips, three of them reversing
+the slice order."""
 
 
 class InjuryClassifier(pl.LightningModule):
@@ -68,10 +91,22 @@ class InjuryClassifier(pl.LightningModule):
             (no gradients; kept in evaluation mode, so BatchNorm statistics stay fixed).
         channels_last: Channels-last memory format for the encoder and its slice batches.
         tta: Average probabilities over flips at evaluation.
+        tta_flips: The views averaged when ``tta`` is on: a list of flips, each a list of the
+            axes it reverses (``z``: slice order, ``h``: rows, ``w``: columns; ``[]`` is the
+            image itself). Default :data:`DEFAULT_TTA_FLIPS`; the research code's is
+            :data:`RESEARCH_TTA_FLIPS`.
+        lr_schedule: ``cosine`` (warm-up, then one cosine to ``min_lr_ratio`` over the run)
+            or ``cyclic_cosine`` (warm-up, then a cosine between the peak and
+            ``min_lr_ratio`` that returns to the peak every ``2 * lr_half_period`` steps,
+            the research code's; see :class:`~ctvoco.training.schedules.CyclicCosine`).
+        lr_half_period: Steps from the peak to the minimum of ``cyclic_cosine``.
         compile: ``torch.compile`` the encoder (opt-in).
         max_nonfinite: Non-finite losses tolerated before training stops.
         data_config: How the inputs were made (preprocessing and views), kept for prediction.
         prevalence: Training class frequencies (13 values), the fallback prediction.
+        image_loss_weight: Weight of the per-slice loss on image-level labels (masked BCE
+            of a linear head on every slice's sequence features; ``train/image_loss``).
+            0 (default) adds neither the head nor the loss.
     """
 
     def __init__(
@@ -98,6 +133,10 @@ class InjuryClassifier(pl.LightningModule):
         max_nonfinite: int = 10,
         data_config: dict[str, Any] | None = None,
         prevalence: Sequence[float] | None = None,
+        tta_flips: Sequence[Sequence[str]] = DEFAULT_TTA_FLIPS,
+        lr_schedule: str = "cosine",
+        lr_half_period: int = 5000,
+        image_loss_weight: float = 0.0,
     ) -> None:
         check_optimizer_settings(
             "model.module",
@@ -108,6 +147,17 @@ class InjuryClassifier(pl.LightningModule):
         )
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.tta_flips = [list(axes) for axes in check_tta_flips(tta_flips)]
+        self._tta_dims = tta_dims(self.hparams.tta_flips)
+        if lr_schedule not in LR_SCHEDULES:
+            raise UserError(
+                f"model.module.lr_schedule must be one of {', '.join(LR_SCHEDULES)}; "
+                f"got {lr_schedule!r}"
+            )
+        if not image_loss_weight >= 0:
+            raise UserError(
+                f"model.module.image_loss_weight must be 0 (off) or positive; got {image_loss_weight}"
+            )
         self.targets = task_targets(task)
         kind, _, path = init.partition(":")
         if kind not in ("random", "imagenet", "voco") or (kind == "voco") != bool(path):
@@ -122,7 +172,13 @@ class InjuryClassifier(pl.LightningModule):
             report = load_backbone_weights(encoder_backbone, path)
             log.info("backbone initialised from %s", report.summary())
         self.net = InjuryNet(
-            SliceEncoder(encoder_backbone, "avg"), sequence, hidden, layers, slice_pooling, dropout
+            SliceEncoder(encoder_backbone, "avg"),
+            sequence,
+            hidden,
+            layers,
+            slice_pooling,
+            dropout,
+            slice_head=image_loss_weight > 0,
         )
         self._frozen_modules: tuple[str, ...] = ()
         if freeze_stages:
@@ -143,7 +199,7 @@ class InjuryClassifier(pl.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self._step_started = 0.0
         self._step_finite = True
-        self._schedule = WarmupCosine(warmup_steps, min_lr_ratio)
+        self._schedule = self._lr_factor()
 
     def setup(self, stage: str) -> None:
         """Remember how the data was made and the training prevalence, for prediction."""
@@ -200,31 +256,41 @@ class InjuryClassifier(pl.LightningModule):
     def predict_proba(
         self, image: Tensor, tta: bool | None = None, logits: dict[str, Tensor] | None = None
     ) -> Tensor:
-        """``(B, 13)`` probabilities, averaged over flips when ``tta``.
+        """``(B, 13)`` probabilities, averaged over the ``tta_flips`` views when ``tta``.
 
         Args:
             image: ``(B, S, C, H, W)`` batch.
-            tta: Average over :data:`TTA_FLIPS` (default: the model's ``tta`` setting).
+            tta: Average over the model's ``tta_flips`` (default: its ``tta`` setting).
             logits: Logits of ``image`` already computed (saves one forward pass).
         """
         use_tta = self.hparams.tta if tta is None else tta
-        total = probabilities(logits if logits is not None else self(image))
         if not use_tta:
-            return total
-        for dims in TTA_FLIPS[1:]:
-            total = total + probabilities(self(image.flip(dims)))
-        return total / len(TTA_FLIPS)
+            return probabilities(logits if logits is not None else self(image))
+        total: Tensor | None = None
+        for dims in self._tta_dims:
+            if dims:
+                probs = probabilities(self(image.flip(dims)))
+            else:
+                probs = probabilities(logits if logits is not None else self(image))
+            total = probs if total is None else total + probs
+        assert total is not None
+        return total / len(self._tta_dims)
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        logits = self(batch["image"])
         loss, parts = injury_loss(
-            self(batch["image"]),
+            logits,
             batch["labels"],
             self.targets,
             self.hparams.loss_reduction,
             self._mean_weights(),
         )
         size = batch["labels"].shape[0]
+        if self.hparams.get("image_loss_weight", 0.0) > 0:
+            image_loss = self._image_loss(logits, batch)
+            loss = loss + self.hparams.image_loss_weight * image_loss
+            self.log("train/image_loss", image_loss, batch_size=size)
         finite = self.trainer.strategy.reduce_boolean_decision(
             bool(torch.isfinite(loss).item()), all=True
         )
@@ -235,6 +301,16 @@ class InjuryClassifier(pl.LightningModule):
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log_dict({f"train/loss_{t}": v for t, v in parts.items()}, batch_size=size)
         return loss
+
+    def _image_loss(self, logits: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        """Masked per-slice BCE of the slice head against the batch's image-level targets."""
+        if "slice_targets" not in batch:
+            raise UserError(
+                "model.module.image_loss_weight > 0 needs per-slice targets: train on "
+                "data=rsna with image_level_labels.csv under data.root "
+                "(data.image_level_labels=auto) or data.image_level_labels=<path to the file>"
+            )
+        return masked_slice_loss(logits["slices"], batch["slice_targets"], batch["slice_mask"])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
@@ -264,12 +340,19 @@ class InjuryClassifier(pl.LightningModule):
         optimizer = torch.optim.AdamW(
             params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, foreach=True
         )
-        self._schedule = WarmupCosine(self.hparams.warmup_steps, self.hparams.min_lr_ratio)
+        self._schedule = self._lr_factor()
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _lr_factor(self) -> WarmupCosine | CyclicCosine:
+        """The LR factor of ``lr_schedule``, a pure function of the optimiser step."""
+        h = self.hparams
+        if h.get("lr_schedule", "cosine") == "cyclic_cosine":
+            return CyclicCosine(h.lr_half_period, h.min_lr_ratio, h.warmup_steps)
+        return WarmupCosine(h.warmup_steps, h.min_lr_ratio)
 
     # -- evaluation -------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -319,6 +402,32 @@ class InjuryClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
+
+
+def check_tta_flips(flips: object) -> tuple[tuple[str, ...], ...]:
+    """The test-time views of ``tta_flips``, checked: a non-empty list of axis lists.
+
+    Raises:
+        UserError: Naming ``model.module.tta_flips``, the value and what it must be.
+    """
+    allowed = ", ".join(TTA_AXES)
+    problem = "model.module.tta_flips must be a non-empty list of flips, each a list of "
+    problem += f"distinct axes from {allowed} ([] is the image itself); got {flips!r}"
+    if isinstance(flips, (str, bytes)) or not isinstance(flips, Sequence) or not flips:
+        raise UserError(problem)
+    checked = []
+    for axes in flips:
+        if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence):
+            raise UserError(problem)
+        if any(a not in TTA_AXES for a in axes) or len(set(axes)) != len(axes):
+            raise UserError(problem)
+        checked.append(tuple(axes))
+    return tuple(checked)
+
+
+def tta_dims(flips: Sequence[Sequence[str]]) -> tuple[tuple[int, ...], ...]:
+    """Tensor dims of a ``(B, S, C, H, W)`` batch that each of ``flips`` reverses."""
+    return tuple(tuple(TTA_AXES[a] for a in axes) for axes in flips)
 
 
 def score_predictions(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, float]:

@@ -47,9 +47,12 @@ class InjuryNet(nn.Module):
         layers: Number of recurrent layers.
         pooling: ``max``, ``mean`` or ``attention`` over slices.
         dropout: Dropout before the heads.
+        slice_head: Add a linear head on every slice's sequence features (before pooling)
+            giving ``slices``: ``(B, S, 2)`` bowel and extravasation logits per slice.
 
     Shapes:
-        ``(B, S, C, H, W)`` float -> dict of logits, ``(B, 1)`` or ``(B, 3)`` per target.
+        ``(B, S, C, H, W)`` float -> dict of logits, ``(B, 1)`` or ``(B, 3)`` per target
+        (and ``slices`` with ``slice_head``).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class InjuryNet(nn.Module):
         layers: int = 1,
         pooling: str = "max",
         dropout: float = 0.0,
+        slice_head: bool = False,
     ) -> None:
         super().__init__()
         if sequence not in SEQUENCE_MODELS:
@@ -79,6 +83,8 @@ class InjuryNet(nn.Module):
         self.attention = AttentionPool(2 * hidden) if pooling == "attention" else None
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(2 * hidden, n) for t, n in head_sizes().items()})
+        # Only when asked for: without it the state dict keeps its keys.
+        self.slice_head = nn.Linear(2 * hidden, 2) if slice_head else None
 
     def slice_features(self, x: Tensor) -> Tensor:
         """``(B, S, C, H, W)`` -> ``(B, S, F)`` encoder features."""
@@ -105,4 +111,7 @@ class InjuryNet(nn.Module):
             assert self.attention is not None
             pooled = self.attention(sequence)
         pooled = self.dropout(pooled)
-        return {t: head(pooled) for t, head in self.heads.items()}
+        out = {t: head(pooled) for t, head in self.heads.items()}
+        if self.slice_head is not None:
+            out["slices"] = self.slice_head(sequence)
+        return out

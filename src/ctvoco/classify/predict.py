@@ -32,6 +32,12 @@ from torch.utils.data import DataLoader
 from ctvoco.cache.builder import SeriesSource, build_cache
 from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.classify.module import InjuryClassifier
+from ctvoco.classify.scaling import (
+    apply_scaling,
+    checkpoint_scaling,
+    format_factors,
+    read_scaling_json,
+)
 from ctvoco.classify.views import SliceStackViews
 from ctvoco.data.dataset import CachedVolumeDataset
 from ctvoco.data.rsna import is_id, parse_id
@@ -53,10 +59,29 @@ class Prediction:
     series: pd.DataFrame
     failed_series: list[dict[str, Any]] = field(default_factory=list)
     fallback_patients: list[str] = field(default_factory=list)
+    scaling: dict[str, float] | None = None
+    """The probability-scaling factors applied to the submission (``None``: none)."""
 
 
 def load_classifier(path: str | os.PathLike[str], device: torch.device) -> InjuryClassifier:
     """A trained classifier from its checkpoint (read as data, weights only).
+
+    Raises:
+        UserError: No such file.
+        DataError: See :func:`load_classifier_and_scaling`.
+    """
+    return load_classifier_and_scaling(path, device)[0]
+
+
+def load_classifier_and_scaling(
+    path: str | os.PathLike[str], device: torch.device
+) -> tuple[InjuryClassifier, tuple[dict[str, float], str] | None]:
+    """A trained classifier and the probability-scaling factors its checkpoint carries.
+
+    Returns:
+        The model in evaluation mode on ``device``, and its checkpoint's factors with
+        where they were fitted (:data:`ctvoco.classify.scaling.CHECKPOINT_KEY`); ``None``
+        without any.
 
     Raises:
         UserError: No such file.
@@ -87,7 +112,7 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device) -> Injur
             f"{path}: the InjuryClassifier cannot be rebuilt from its hyper-parameters "
             f"({type(exc).__name__}: {_first_line(str(exc))})"
         ) from exc
-    return model.to(device).eval()
+    return model.to(device).eval(), checkpoint_scaling(raw, path)
 
 
 def _checkpoint_problem(exc: CheckpointError) -> str:
@@ -130,16 +155,17 @@ def discover_input(input_dir: Path) -> tuple[list[SeriesSource], list[str]]:
     if not folder.is_dir():
         raise UserError(f"input={input_dir}: no such directory")
     patients, sources = [], []
-    for patient_dir in sorted(
-        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
+    for patient_dir in _subfolders(folder, what="input folder"):
         if not is_id(patient_dir.name):
             log.warning("%s: not an integer patient id, skipped", patient_dir)
             continue
         patients.append(patient_dir.name)
-        for series_dir in sorted(
-            p for p in patient_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-        ):
+        try:
+            series_dirs = _subfolders(patient_dir, what="patient folder")
+        except UserError as exc:
+            log.warning("%s; the patient gets the fallback prediction", exc)
+            continue
+        for series_dir in series_dirs:
             if not is_id(series_dir.name):
                 log.warning("%s: not an integer series id, skipped", series_dir)
                 continue
@@ -148,6 +174,18 @@ def discover_input(input_dir: Path) -> tuple[list[SeriesSource], list[str]]:
     if not patients:
         raise UserError(f"input={input_dir}: expected <patient_id>/<series_id>/*.dcm folders")
     return sources, [str(int(p)) for p in patients]
+
+
+def _subfolders(folder: Path, *, what: str) -> list[Path]:
+    """The visible sub-folders of ``folder``, sorted.
+
+    Raises:
+        UserError: ``folder`` cannot be listed (naming it and the reason).
+    """
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot list the {what} ({exc.strerror or exc})") from exc
 
 
 def predict_submission(
@@ -162,6 +200,7 @@ def predict_submission(
     tta: bool | None = None,
     aggregate: str = "max",
     device: str = "auto",
+    scaling: str | os.PathLike[str] | bool | None = None,
 ) -> Prediction:
     """Write ``output`` (submission CSV) for every patient under ``input_dir``.
 
@@ -177,9 +216,14 @@ def predict_submission(
         tta: Test-time flips (default: what each model was trained with).
         aggregate: Per-patient aggregation of series, ``max`` or ``mean``.
         device: ``auto``, ``cpu``, ``cuda``...
+        scaling: Per-target probability scaling of the submission: a ``scaling.json``
+            (``ctvoco-cv-report --fit-scaling``), ``False`` for none, or ``None`` for the
+            factors stored in the checkpoints (none when they carry none). The factors
+            scale each model-predicted patient row after the series are aggregated;
+            ``series_predictions.csv`` and the training-prevalence fallback stay unscaled.
 
     Returns:
-        The submission, the series-level predictions and what failed.
+        The submission, the series-level predictions, what failed and the factors applied.
     """
     if not checkpoints:
         raise UserError("checkpoint= is required (one path or a list)")
@@ -190,7 +234,9 @@ def predict_submission(
         if device == "auto" and torch.cuda.is_available()
         else ("cpu" if device == "auto" else device)
     )
-    models = [load_classifier(p, dev) for p in checkpoints]
+    loaded = [load_classifier_and_scaling(p, dev) for p in checkpoints]
+    models = [model for model, _ in loaded]
+    factors = _scaling_factors(scaling, checkpoints, [f for _, f in loaded])
     data_config = models[0].hparams.data_config
     for path, model in zip(checkpoints[1:], models[1:], strict=True):
         if model.hparams.data_config["preprocess"] != data_config["preprocess"]:
@@ -206,8 +252,56 @@ def predict_submission(
     views = [_eval_views(m.hparams.data_config.get("views", {})) for m in models]
     series = _run_models(models, cache, items, views, batch_size, num_workers, tta, dev)
     submission, fallback = _submission(series, order, models, aggregate, set(patients))
+    if factors is not None:
+        predicted = ~submission["patient_id"].astype(str).isin(fallback)
+        submission.loc[predicted] = apply_scaling(submission.loc[predicted], factors)
     _write_outputs(output, submission, series, failed)
-    return Prediction(submission, series, failed, fallback)
+    return Prediction(submission, series, failed, fallback, factors)
+
+
+def _scaling_factors(
+    scaling: str | os.PathLike[str] | bool | None,
+    checkpoints: Sequence[str | os.PathLike[str]],
+    stored: Sequence[tuple[dict[str, float], str] | None],
+) -> dict[str, float] | None:
+    """The factors to apply, from ``scaling=`` or the checkpoints; logs which and whence.
+
+    Raises:
+        UserError: The checkpoints of an ensemble carry different factors (or only some
+            carry any) and ``scaling=`` does not say which to use.
+        DataError: The ``scaling.json`` cannot be read.
+    """
+    if scaling is False:
+        log.info("probability scaling: off (scaling=false)")
+        return None
+    if scaling is not None and scaling is not True:
+        factors = read_scaling_json(scaling)
+        log.info("probability scaling from %s: %s", scaling, format_factors(factors))
+        return factors
+    if all(s is None for s in stored):
+        return None
+    first = None if stored[0] is None else stored[0][0]
+    for path, entry in zip(checkpoints, stored, strict=True):
+        factors = None if entry is None else entry[0]
+        if factors != first:
+            raise UserError(
+                f"the checkpoints carry different probability scaling ({checkpoints[0]}: "
+                f"{_described_factors(first)}; {path}: {_described_factors(factors)}); pass "
+                "scaling=<scaling.json> to use one set for the ensemble, or scaling=false"
+            )
+    assert first is not None and stored[0] is not None
+    log.info(
+        "probability scaling stored in %s (fitted in %s): %s",
+        checkpoints[0] if len(checkpoints) == 1 else f"the {len(checkpoints)} checkpoints",
+        stored[0][1] or "an unrecorded place",
+        format_factors(first),
+    )
+    return first
+
+
+def _described_factors(factors: dict[str, float] | None) -> str:
+    """The factors for a message, or ``none``."""
+    return "none" if factors is None else format_factors(factors)
 
 
 def check_output(output: Path) -> None:

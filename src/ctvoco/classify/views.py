@@ -9,7 +9,7 @@ every slice of the stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,10 @@ import torch
 @dataclass(frozen=True)
 class SliceStackViews:
     """Makes ``{"image": (S, C, crop, crop) uint8}`` from a cached volume.
+
+    The defaults are the training views of ``model=classifier`` (random crop and the
+    augmentation of ALGORITHMS.md §3.6); :meth:`plain` gives views without augmentation
+    (centre crop), as evaluation uses.
 
     Attributes:
         num_slices: ``S_f`` slices taken evenly over the depth.
@@ -35,14 +39,21 @@ class SliceStackViews:
 
     num_slices: int = 48
     crop: int = 192
-    random_crop: bool = False
-    flip_prob: float = 0.0
-    rot90_prob: float = 0.0
-    rotate_prob: float = 0.0
+    random_crop: bool = True
+    flip_prob: float = 0.5
+    rot90_prob: float = 0.25
+    rotate_prob: float = 0.3
     rotate_degrees: float = 15.0
-    histogram_shift_prob: float = 0.0
-    contrast_prob: float = 0.0
-    dropout_prob: float = 0.0
+    histogram_shift_prob: float = 0.2
+    contrast_prob: float = 0.2
+    dropout_prob: float = 0.2
+
+    @classmethod
+    def plain(cls, **values: Any) -> SliceStackViews:
+        """Views without augmentation: centre crop, every probability 0, unless ``values``
+        set some (e.g. ``SliceStackViews.plain(num_slices=16, random_crop=True)``)."""
+        off: dict[str, Any] = {f.name: 0.0 for f in fields(cls) if f.name.endswith("_prob")}
+        return cls(**{"random_crop": False, **off, **values})
 
     @property
     def augments(self) -> bool:

@@ -13,11 +13,13 @@ import sys
 from omegaconf import DictConfig, ListConfig
 
 from ctvoco.cli.app import hydra_app
+from ctvoco.errors import UserError
 
 
 @hydra_app("predict")
 def _predict(cfg: DictConfig) -> None:
     from ctvoco.classify.predict import predict_submission
+    from ctvoco.classify.scaling import format_factors
 
     checkpoints = (
         list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else [cfg.checkpoint]
@@ -33,12 +35,31 @@ def _predict(cfg: DictConfig) -> None:
         tta=cfg.tta,
         aggregate=str(cfg.aggregate),
         device=str(cfg.device),
+        scaling=_scaling_option(cfg.get("scaling")),
     )
     print(
         f"submission: {cfg.output} ({len(result.submission)} patients, {len(result.series)} series, "
         f"{len(result.failed_series)} unreadable series, {len(result.fallback_patients)} patients "
         "predicted from the training prevalence)"
     )
+    if result.scaling is not None:
+        print(f"probability scaling applied: {format_factors(result.scaling)}")
+
+
+def _scaling_option(value: object) -> str | bool | None:
+    """``scaling``: a ``scaling.json`` path, ``false`` (none) or ``null`` (the checkpoints').
+
+    Raises:
+        UserError: ``scaling=true`` (a file is needed, or null for the checkpoints' factors).
+    """
+    if value is None or value is False:
+        return value
+    if value is True or str(value).strip() == "":
+        raise UserError(
+            f"scaling={value} is not a file; pass scaling=<scaling.json>, scaling=false for "
+            "none, or leave it unset for the factors stored in the checkpoints"
+        )
+    return str(value)
 
 
 def merge_repeated(argv: list[str], key: str) -> list[str]:

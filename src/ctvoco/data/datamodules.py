@@ -30,6 +30,8 @@ from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.data.dataset import CachedVolumeDataset, VolumeView
 from ctvoco.data.flare import DEFAULT_PATTERNS, flare_cases
 from ctvoco.data.folds import load_or_make_folds
+from ctvoco.data.image_labels import FILE_NAME as IMAGE_LABELS_FILE
+from ctvoco.data.image_labels import attach_slice_labels, read_image_level_labels
 from ctvoco.data.rsna import read_rsna_labels, read_series_meta, rsna_series
 from ctvoco.data.sampling import SeededSampler
 from ctvoco.errors import UserError
@@ -113,8 +115,24 @@ class VolumeDataModule(pl.LightningDataModule):
     def check_inputs(self) -> None:
         """Raise a :class:`UserError` now if the data cannot be found (before any work)."""
 
+    def check_views_fit_model(self) -> None:
+        """Let the views refuse the model they are to feed (e.g. VoCo's grid and crop size).
+
+        Views with a ``check_model(model)`` method are asked once a trainer has attached
+        a model; nothing happens outside a trainer.
+        """
+        trainer = self.trainer
+        model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        if model is None:
+            return
+        for views in (self.views, self.val_views):
+            check = getattr(views, "check_model", None)
+            if check is not None:
+                check(model)
+
     # -- Lightning hooks ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        self.check_views_fit_model()
         train_items, val_items = self.split_items()
         if train_items.empty and stage in (None, "fit"):
             raise UserError(
@@ -213,9 +231,11 @@ class CachedVolumeDataModule(VolumeDataModule):
         preprocess: :class:`~ctvoco.preprocessing.PreprocessConfig` fields.
         auto_preprocess: Build missing cache entries in ``prepare_data`` (else fail with the
             ``ctvoco-preprocess`` command to run).
-        preprocess_workers: Processes used when building the cache.
+        preprocess_workers: Processes used when building the cache (0: in this process).
         val_fraction: Share of patients held out for validation where no folds apply.
         **loader: See :class:`VolumeDataModule`.
+
+    Defaults are those of the shipped ``data`` configs (``conf/data/*.yaml``).
     """
 
     data_name = "volumes"
@@ -227,7 +247,7 @@ class CachedVolumeDataModule(VolumeDataModule):
         cache_dir: str,
         preprocess: Mapping[str, Any] | None = None,
         auto_preprocess: bool = True,
-        preprocess_workers: int = 0,
+        preprocess_workers: int = 2,
         val_fraction: float = 0.1,
         **loader: Any,
     ) -> None:
@@ -263,6 +283,7 @@ class CachedVolumeDataModule(VolumeDataModule):
     def prepare_data(self) -> None:
         """Build the series the cache lacks; series that failed before are not retried
         (``ctvoco-preprocess`` retries them)."""
+        self.check_views_fit_model()
         self.build_cache(retry_failed=False)
 
     def build_cache(
@@ -370,6 +391,8 @@ class FLAREDataModule(CachedVolumeDataModule):
 
     Args:
         patterns: Glob patterns of the volumes under ``root``.
+        purpose: Only ``pretrain``.
+        val_fraction: Share of volumes held out for validation (FLARE23 has about 4,000).
         **kwargs: See :class:`CachedVolumeDataModule`.
     """
 
@@ -380,11 +403,12 @@ class FLAREDataModule(CachedVolumeDataModule):
         *,
         patterns: Sequence[str] = DEFAULT_PATTERNS,
         purpose: str = "pretrain",
+        val_fraction: float = 0.05,
         **kwargs: Any,
     ) -> None:
         if purpose != "pretrain":
             raise UserError("FLARE23 has no injury labels: use it for pretraining only")
-        super().__init__(**kwargs)
+        super().__init__(val_fraction=val_fraction, **kwargs)
         self.patterns = tuple(patterns)
 
     def sources(self) -> list[SeriesSource]:
@@ -408,6 +432,9 @@ class RSNADataModule(CachedVolumeDataModule):
         fold_seed: Seed of the fold assignment.
         exclude_folds: Folds whose patients pretraining must never see.
         train_fraction: Share of training patients used (label-efficiency studies).
+        image_level_labels: ``image_level_labels.csv`` for per-slice bowel/extravasation
+            targets (classification): ``auto`` uses ``<root>/image_level_labels.csv`` when it
+            exists, ``None`` never, a path that file (see :mod:`ctvoco.data.image_labels`).
         **kwargs: See :class:`CachedVolumeDataModule`.
     """
 
@@ -425,9 +452,11 @@ class RSNADataModule(CachedVolumeDataModule):
         fold_seed: int = 42,
         exclude_folds: Sequence[int] = (),
         train_fraction: float = 1.0,
+        image_level_labels: str | None = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.image_level_labels = image_level_labels
         if purpose not in PURPOSES:
             raise UserError(f"data.purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}")
         if fold is not None and not 0 <= fold < n_folds:
@@ -501,6 +530,7 @@ class RSNADataModule(CachedVolumeDataModule):
             return train, val
         labels = self.labels()
         labelled = self._attach_labels(items, labels)
+        labelled = self._attach_image_labels(labelled)
         folds = self.folds(labels).set_index("patient_id")["fold"]
         fold_of = labelled["patient_int"].map(folds)
         if self.fold is None:
@@ -550,6 +580,52 @@ class RSNADataModule(CachedVolumeDataModule):
         merged[list(TARGETS)] = merged[list(TARGETS)].astype(np.int64)
         return merged
 
+    def image_labels_path(self) -> Path | None:
+        """The image-level label file in use; ``None`` when off (or ``auto`` without one).
+
+        Raises:
+            UserError: ``data.image_level_labels`` names a file that does not exist.
+        """
+        value = self.image_level_labels
+        if value is None or str(value).strip().lower() in ("", "null", "none"):
+            return None
+        if str(value) == "auto":
+            path = self.root / IMAGE_LABELS_FILE
+            return path if path.exists() else None
+        path = Path(value)
+        if not path.exists():
+            raise UserError(
+                f"data.image_level_labels: {path} not found (set it to a file, auto or null)"
+            )
+        return path
+
+    def _attach_image_labels(self, items: pd.DataFrame) -> pd.DataFrame:
+        """Per-slice image-level targets of each series, when a label file is in use."""
+        path = self.image_labels_path()
+        if path is None:
+            return items
+        if self.preprocess.target_spacing is not None:
+            # slices are matched through the stretch of the body block to the cache depth
+            reason = (
+                "with data.preprocess.target_spacing the cached slices do not map to source "
+                "slices the way per-slice targets assume"
+            )
+            if str(self.image_level_labels) == "auto":
+                log.warning("per-slice targets of %s are not used: %s", path, reason)
+                return items
+            raise UserError(
+                f"data.image_level_labels={path}: {reason}; set data.image_level_labels=null "
+                "or data.preprocess.target_spacing=null"
+            )
+        log.info("per-slice targets from %s", path)
+        return attach_slice_labels(
+            items,
+            read_image_level_labels(path),
+            self.cache.record,
+            self.preprocess.shape[0],
+            str(path),
+        )
+
     def _subsample(self, train: pd.DataFrame) -> pd.DataFrame:
         if self.train_fraction >= 1.0:
             return train
@@ -578,6 +654,7 @@ class ConcatDataModule(VolumeDataModule):
             member.check_inputs()
 
     def prepare_data(self) -> None:
+        self.check_views_fit_model()
         for member in self.members.values():
             member.prepare_data()
 

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.data.sampling import sample_seed
+from ctvoco.errors import DataError
 from ctvoco.schema import TARGETS
 
 
@@ -45,6 +46,12 @@ class CachedVolumeDataset(Dataset[dict[str, Any]]):
     A sample is the view's dict plus ``key``, ``index`` (its row), ``patient_id``,
     ``series_id`` and, when the items carry labels, ``labels``: ``(5,)`` int64 classes in
     schema target order.
+
+    Items with image-level labels (columns ``slice_labels``, a ``(D, 2)`` array per series,
+    and ``slice_known``, ``(2,)``; see :mod:`ctvoco.data.image_labels`) also give
+    ``slice_targets`` ``(S, 2)`` float32, the rows of the slices the view took (its
+    ``slice_indices(D)``; every slice for a view without one), and ``slice_mask`` ``(2,)``
+    float32, 1 where a channel's targets are known.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class CachedVolumeDataset(Dataset[dict[str, Any]]):
         self.view = view or WholeVolume()
         self.seed = seed
         self.has_labels = all(t in self.items.columns for t in TARGETS)
+        self.has_slice_labels = {"slice_labels", "slice_known"} <= set(self.items.columns)
         self._keys: Sequence[str] = self.items["key"].astype(str).tolist()
         self._caches = {
             root: VolumeCache(root) for root in self.items["cache"].astype(str).unique()
@@ -88,4 +96,23 @@ class CachedVolumeDataset(Dataset[dict[str, Any]]):
         sample["series_id"] = str(row["series_id"])
         if self._labels is not None:
             sample["labels"] = self._labels[index]
+        if self.has_slice_labels:
+            sample.update(self._slice_sample(index, volume.shape[-3]))
         return sample
+
+    def _slice_sample(self, index: int, depth: int) -> dict[str, torch.Tensor]:
+        """``slice_targets`` and ``slice_mask`` of row ``index`` (a cached depth of ``depth``)."""
+        labels = np.asarray(self.items.at[index, "slice_labels"])
+        if labels.shape[0] != depth:
+            raise DataError(
+                f"series {self._keys[index]}: image-level labels cover {labels.shape[0]} slices "
+                f"but the cached volume has {depth}"
+            )
+        pick = getattr(self.view, "slice_indices", None)
+        rows = pick(depth) if callable(pick) else np.arange(depth)
+        return {
+            "slice_targets": torch.from_numpy(labels[rows].astype(np.float32)),
+            "slice_mask": torch.as_tensor(
+                np.asarray(self.items.at[index, "slice_known"], dtype=np.float32)
+            ),
+        }

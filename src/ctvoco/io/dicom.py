@@ -4,9 +4,10 @@ What the reader guarantees (ALGORITHMS.md §1.1):
 
 - slices are ordered by their position along the slice normal, never by file name; when
   positions are missing it falls back to ``InstanceNumber`` and says so;
-- stored values are sign-extended when ``BitsStored < BitsAllocated`` on signed data;
-  ``MONOCHROME1`` values are inverted over the fixed range of the stored bits (the same for
-  every slice); then they are rescaled to HU;
+- stored values are sign-extended when ``BitsStored < BitsAllocated`` on signed data,
+  then rescaled to HU: ``RescaleSlope * v + RescaleIntercept``, whatever the
+  ``PhotometricInterpretation`` (``MONOCHROME1`` only says that low values display white;
+  inverting the values would turn air into bone);
 - RLE Lossless (RSNA's transfer syntax) decodes through pylibjpeg-rle; other compressed
   syntaxes go through pydicom's plugins, with an error naming the missing plugin;
 - a series mixing several SeriesInstanceUIDs, duplicate positions with different pixels, a
@@ -150,6 +151,7 @@ def read_dicom_series(
         series_id=str(first.get("SeriesInstanceUID", "")) or None,
         source=str(folder),
         warnings=warnings,
+        instance_numbers=tuple(s.instance for s in slices),
     )
 
 
@@ -484,10 +486,9 @@ def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
     bits_allocated = tag_integer(s.path, ds, "BitsAllocated", minimum=1) or values.itemsize * 8
     bits_stored = tag_integer(s.path, ds, "BitsStored", minimum=1) or bits_allocated
     signed = tag_integer(s.path, ds, "PixelRepresentation") or 0
-    values = sign_extend(values, bits_allocated, bits_stored, signed)
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        values = invert_monochrome1(values, bits_stored, signed)
-    return values
+    # No MONOCHROME1 inversion: the photometric interpretation is a display rule, the
+    # modality rescale alone gives HU.
+    return sign_extend(values, bits_allocated, bits_stored, signed)
 
 
 def sign_extend(
@@ -510,24 +511,6 @@ def sign_extend(
     dtype = np.dtype(f"int{bits_allocated}")
     as_signed = values.astype(dtype, copy=False) if values.dtype != dtype else values
     return (as_signed << shift) >> shift
-
-
-def invert_monochrome1(values: np.ndarray, bits_stored: int, signed: int) -> np.ndarray:
-    """MONOCHROME1 stored values as MONOCHROME2: reversed over the stored range, ``lo + hi - v``.
-
-    The range is that of ``BitsStored`` (``0 .. 2**b - 1`` unsigned, ``-2**(b-1) ..
-    2**(b-1) - 1`` signed), the same for every slice, so intensities stay comparable
-    between slices. Its own inverse.
-
-    Args:
-        values: ``(H, W)`` stored values (sign-extended when signed).
-        bits_stored: ``BitsStored``.
-        signed: ``PixelRepresentation`` (1 for two's complement).
-    """
-    if signed:
-        return np.invert(values)  # lo + hi = -1: -1 - v
-    high = (1 << min(bits_stored, values.dtype.itemsize * 8)) - 1
-    return (high - np.minimum(values, high)).astype(values.dtype, copy=False)
 
 
 @functools.lru_cache(maxsize=32)

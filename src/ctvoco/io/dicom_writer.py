@@ -72,8 +72,8 @@ def write_dicom_series(
         bits_stored: ``BitsStored`` (12 or 16); with ``signed`` and 12 bits, stored values
             are written *without* sign extension into the high bits, as some RSNA files are.
         signed: ``PixelRepresentation`` 1 (two's complement) instead of 0.
-        photometric: ``MONOCHROME2`` or ``MONOCHROME1`` (stored values written reversed over
-            the range of ``bits_stored``: ``lo + hi - v``).
+        photometric: ``MONOCHROME2`` or ``MONOCHROME1``; only the tag differs, the stored
+            values are the same (the rescale gives HU whatever the interpretation).
 
     Returns:
         The written file paths in slice order.
@@ -115,9 +115,6 @@ def _stored_values(
         else (0, 2**bits_stored - 1)
     )
     values = np.clip(values, low, high)
-    if photometric == "MONOCHROME1":
-        # Reversed over the fixed range of the stored bits, as the reader undoes it.
-        values = low + high - values
     if not signed:
         return values.astype(np.uint16)
     packed = values.astype(np.int16)

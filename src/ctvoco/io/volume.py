@@ -31,6 +31,8 @@ class CTVolume:
         series_id: Series identifier (DICOM SeriesInstanceUID or file stem).
         source: Where the volume was read from.
         warnings: Problems that did not stop reading (gaps, tilt, fallbacks), one sentence each.
+        instance_numbers: DICOM ``InstanceNumber`` of each slice in array order (``None`` for
+            a slice without one), or ``None`` when the source has none (NIfTI, arrays).
     """
 
     hu: np.ndarray
@@ -40,6 +42,7 @@ class CTVolume:
     series_id: str | None = None
     source: str = ""
     warnings: list[str] = field(default_factory=list)
+    instance_numbers: tuple[int | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:

@@ -4,12 +4,15 @@
    the research code, which stretches every slice by its own min/max);
 2. body crop: threshold the (first) windowed channel, largest connected component per
    slice, union of the boxes, a margin; leading/trailing empty slices dropped;
-3. area resize of the cropped block to ``shape`` (default ``(96, 256, 256)``);
+3. by default, area resize of the cropped block to ``shape`` (default ``(96, 256, 256)``);
+   with ``target_spacing``, the block is resampled to that voxel size instead and
+   centre-cropped or zero-padded to ``shape`` (see :mod:`ctvoco.preprocessing.spacing`);
 4. uint8, C-contiguous: ``(D, H, W)`` for one window, ``(C, D, H, W)`` for several.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +27,7 @@ from ctvoco.io.nifti import read_nifti
 from ctvoco.io.volume import CTVolume
 from ctvoco.preprocessing.body_crop import CropBox, body_box, clip_box, mask_stride
 from ctvoco.preprocessing.resize import area_resize
+from ctvoco.preprocessing.spacing import fit_to_shape, resample_to_spacing
 from ctvoco.preprocessing.window import (
     apply_window,
     apply_window_per_slice_minmax,
@@ -37,7 +41,14 @@ SCALINGS = ("fixed", "per_slice_minmax")
 RSNA_WINDOW = (-150.0, 250.0)
 """Level 50 / width 400."""
 FLARE_WINDOW = (-175.0, 250.0)
-"""VoCo's FLARE preset."""
+"""VoCo's FLARE preset (not a default: every data set defaults to :data:`DEFAULT_WINDOW`)."""
+DEFAULT_WINDOW = RSNA_WINDOW
+"""The window of every data set by default (RSNA and FLARE alike), so that volumes of
+different sources pretrained together map the same tissue to the same intensity."""
+
+ADDED_OPTIONS: dict[str, Any] = {"target_spacing": None}
+"""Options added after caches were first written, with the value a cache whose
+``cache.json`` lacks them was built with (the behaviour before the option existed)."""
 
 
 @dataclass(frozen=True)
@@ -52,15 +63,20 @@ class PreprocessConfig:
         body_threshold: Windowed intensity (0-255, first window) above which a voxel is body.
         margin: In-plane margin around the body box, source voxels.
         min_body_fraction: Slices whose body covers less of the slice are empty.
+        target_spacing: ``None`` (default): the body block is stretched to ``shape``. Else
+            the ``(z, y, x)`` voxel size in mm (a number: isotropic; ``[z, in_plane]``): the
+            block is resampled to it and centre-cropped or zero-padded to ``shape``, so
+            every array voxel covers the same millimetres whatever the series' spacing.
     """
 
-    windows: tuple[tuple[float, float], ...] = (RSNA_WINDOW,)
+    windows: tuple[tuple[float, float], ...] = (DEFAULT_WINDOW,)
     shape: tuple[int, int, int] = (96, 256, 256)
     scaling: str = "fixed"
     body_crop: bool = True
     body_threshold: float = 10.0
     margin: int = 4
     min_body_fraction: float = 0.01
+    target_spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         windows = as_windows(self.windows)
@@ -86,6 +102,7 @@ class PreprocessConfig:
             )
         object.__setattr__(self, "windows", windows)
         object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "target_spacing", as_spacing(self.target_spacing))
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> PreprocessConfig:
@@ -114,6 +131,9 @@ class PreprocessConfig:
         values = asdict(self)
         values["windows"] = [list(w) for w in self.windows]
         values["shape"] = list(self.shape)
+        values["target_spacing"] = (
+            None if self.target_spacing is None else list(self.target_spacing)
+        )
         values["algorithm_version"] = ALGORITHM_VERSION
         return values
 
@@ -121,7 +141,12 @@ class PreprocessConfig:
         """A readable name such as ``1w_contour_96x256x256`` (the research code's convention)."""
         crop = "contour" if self.body_crop else "full"
         scale = "" if self.scaling == "fixed" else "_minmax"
-        return f"{self.channels}w_{crop}_{'x'.join(map(str, self.shape))}{scale}"
+        spacing = (
+            ""
+            if self.target_spacing is None
+            else "_" + "x".join(f"{s:g}" for s in self.target_spacing) + "mm"
+        )
+        return f"{self.channels}w_{crop}_{'x'.join(map(str, self.shape))}{spacing}{scale}"
 
 
 @dataclass
@@ -184,7 +209,7 @@ def preprocess_volume(volume: CTVolume, config: PreprocessConfig) -> PreprocessR
             raise DataError(f"{volume.source or 'volume'}: {exc}") from exc
     block = hu[box.slices]
     channels = [_window_block(block, lo, hi, config.scaling) for lo, hi in config.windows]
-    resized = [np.rint(area_resize(c, config.shape)).astype(np.uint8) for c in channels]
+    resized = [_to_uint8(_to_shape(c, volume.spacing, config)) for c in channels]
     array = resized[0] if len(resized) == 1 else np.stack(resized)
     return PreprocessResult(np.ascontiguousarray(array), box, volume, list(volume.warnings))
 
@@ -193,6 +218,21 @@ def _window_block(block: np.ndarray, low: float, high: float, scaling: str) -> n
     if scaling == "per_slice_minmax":
         return apply_window_per_slice_minmax(block, low, high)
     return apply_window(block, low, high)
+
+
+def _to_shape(
+    block: np.ndarray, spacing: tuple[float, float, float], config: PreprocessConfig
+) -> np.ndarray:
+    """The windowed block at ``config.shape``: stretched, or resampled and cropped/padded."""
+    if config.target_spacing is None:
+        return area_resize(block, config.shape)
+    resampled = resample_to_spacing(block, spacing, config.target_spacing)
+    return fit_to_shape(resampled, config.shape)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Round to the nearest integer intensity, as uint8."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
 def preprocess_series(
@@ -229,3 +269,29 @@ def as_windows(value: Any) -> tuple[tuple[float, float], ...]:
         return tuple((float(lo), float(hi)) for lo, hi in value)
     except (TypeError, ValueError):
         raise UserError(f"preprocess.windows must be [low, high] HU pairs; got {value!r}") from None
+
+
+def as_spacing(value: Any) -> tuple[float, float, float] | None:
+    """``None``, or a ``(z, y, x)`` voxel size in mm from a number, ``[z, in_plane]`` or a triple.
+
+    Raises:
+        UserError: Anything else, or a size that is not a finite positive number.
+    """
+    if value is None:
+        return None
+    message = (
+        "preprocess.target_spacing must be null, a voxel size in mm, [z, in_plane] or "
+        f"[z, y, x] with finite sizes > 0; got {value!r}"
+    )
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            sizes = [float(value)] * 3
+        else:
+            sizes = [float(v) for v in value]
+            if len(sizes) == 2:
+                sizes = [sizes[0], sizes[1], sizes[1]]
+    except (TypeError, ValueError):
+        raise UserError(message) from None
+    if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
+        raise UserError(message)
+    return (sizes[0], sizes[1], sizes[2])

@@ -5,6 +5,8 @@
     <root>/rsna/train_images/<patient_id>/<series_id>/<n>.dcm   RLE Lossless CT slices
     <root>/rsna/train.csv                                       one-hot labels per patient
     <root>/rsna/train_series_meta.csv                           patient_id, series_id, ...
+    <root>/rsna/image_level_labels.csv                          images showing bowel injury
+                                                                or active extravasation
     <root>/rsna/test_images/...  and  test_labels.csv           held-out patients (optional)
     <root>/flare/imagesTr/FLARE23_XXXX_0000.nii.gz              int16 HU, varied affines
     <root>/cohort.json                                          the parameters it was made with
@@ -52,7 +54,7 @@ from ctvoco.synth.phantom import (
 
 Vec3 = tuple[float, float, float]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FLARE_SPACING_JITTER = (0.25, 0.1)
 """Relative jitter of FLARE z and in-plane spacing between cases (anisotropic, varying)."""
 
@@ -194,14 +196,15 @@ def make_synthetic_cohort(
     ) as bar:
         task = bar.add_task("cohort", total=total)
         patient_ids = _unique_ids(rng, cohort_spec.n_patients + cohort_spec.n_test, 10000, 65535)
-        rows, series_rows = [], []
+        rows, series_rows, image_rows = [], [], []
         for i, patient_id in enumerate(patient_ids):
             split = "train" if i < cohort_spec.n_patients else "test"
             labels = draw_injury_labels(rng, prevalence)
-            written, labels = _write_patient(
+            written, labels, shown = _write_patient(
                 root / "rsna", split, int(patient_id), labels, cohort_spec, rng
             )
             series_rows += written
+            image_rows += shown if split == "train" else []
             rows.append({"patient_id": int(patient_id), "split": split, **labels.to_row()})
             bar.advance(task)
         flare_cases = []
@@ -212,12 +215,16 @@ def make_synthetic_cohort(
             bar.advance(task)
     frame = pd.DataFrame(rows)
     _write_tables(root / "rsna", frame, pd.DataFrame(series_rows))
+    _write_image_level_labels(root / "rsna", frame, image_rows)
     write_text_atomic(marker, json.dumps(cohort_spec.as_json(), indent=2, sort_keys=True))
     if progress:
+        # The path is printed as it is: brackets in it are not markup.
         console.print(
             f"synthetic cohort: {cohort_spec.n_patients} train + {cohort_spec.n_test} test patients "
             f"({len(series_rows)} series), {cohort_spec.n_flare} FLARE volumes in {root} "
-            f"({time.perf_counter() - start:.1f} s)"
+            f"({time.perf_counter() - start:.1f} s)",
+            markup=False,
+            highlight=False,
         )
     return _load(root, cohort_spec)
 
@@ -233,8 +240,9 @@ def _write_patient(
     labels: InjuryLabels,
     spec: CohortSpec,
     rng: np.random.Generator,
-) -> tuple[list[dict[str, Any]], InjuryLabels]:
-    """Write the patient's series; return their rows and the labels of what is visible.
+) -> tuple[list[dict[str, Any]], InjuryLabels, list[dict[str, Any]]]:
+    """Write the patient's series; return their rows, the labels of what is visible and the
+    image-level label rows (:func:`image_level_rows`).
 
     An injury whose lesion falls outside the field of view of every series is not in the
     images, so its label is set back to healthy (labels always describe the images).
@@ -243,7 +251,8 @@ def _write_patient(
     visible: set[int] = set()
     n_series = 2 if rng.random() < spec.second_series_fraction else 1
     study_uid = new_uid(f"study/{spec.seed}/{patient_id}")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    shown: list[dict[str, Any]] = []
     for s in range(n_series):
         series_id = int(rng.integers(1000, 65535))
         z_offset = 0.0 if s == 0 else float(rng.uniform(-3.0, 3.0) * spec.voxel_spacing[0])
@@ -262,13 +271,16 @@ def _write_patient(
             study_uid=study_uid,
             series_number=s + 1,
         )
-        write_dicom_series(
+        paths = write_dicom_series(
             phantom.hu,
             folder,
             spec.voxel_spacing,
             tags,
             origin=first_voxel_lps(spec.shape, spec.voxel_spacing, z_offset),
             shuffle_names=rng,
+        )
+        shown += image_level_rows(
+            patient_id, series_id, phantom.injuries, [int(p.stem) for p in paths]
         )
         visible.update(int(c) for c in np.unique(phantom.injuries) if c)
         aortic = phantom.hu[phantom.organs == 3]
@@ -285,7 +297,38 @@ def _write_patient(
         c if INJURY_CODES[t] in visible else 0
         for t, c in zip(TARGETS, labels.as_classes(), strict=True)
     ]
-    return rows, InjuryLabels(*classes)
+    return rows, InjuryLabels(*classes), shown
+
+
+IMAGE_LEVEL_INJURIES = (("bowel", "Bowel"), ("extravasation", "Active_Extravasation"))
+"""Targets with image-level labels and their ``injury_name`` in ``image_level_labels.csv``."""
+
+
+def image_level_rows(
+    patient_id: int, series_id: int, injuries: np.ndarray, instance_numbers: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One ``image_level_labels.csv`` row per slice on which a bowel or extravasation lesion
+    was drawn.
+
+    Args:
+        patient_id: The patient.
+        series_id: The series.
+        injuries: ``(D, H, W)`` injury codes of the rendered series (canonical order).
+        instance_numbers: ``InstanceNumber`` of each canonical slice as written.
+    """
+    rows = []
+    for target, name in IMAGE_LEVEL_INJURIES:
+        shown = np.flatnonzero((injuries == INJURY_CODES[target]).any(axis=(1, 2)))
+        rows += [
+            {
+                "patient_id": patient_id,
+                "series_id": series_id,
+                "instance_number": int(instance_numbers[k]),
+                "injury_name": name,
+            }
+            for k in shown
+        ]
+    return rows
 
 
 def _write_flare_case(
@@ -384,6 +427,17 @@ def _write_tables(rsna_root: Path, patients: pd.DataFrame, series: pd.DataFrame)
         part = series[series["split"] == split]
         if len(part):
             write_text_atomic(rsna_root / name, part[meta_columns].to_csv(index=False))
+
+
+def _write_image_level_labels(
+    rsna_root: Path, patients: pd.DataFrame, rows: list[dict[str, Any]]
+) -> None:
+    """``image_level_labels.csv`` of the training patients (a header only when none)."""
+    if patients.empty or not (patients["split"] == "train").any():
+        return
+    columns = ["patient_id", "series_id", "instance_number", "injury_name"]
+    frame = pd.DataFrame(rows, columns=columns)
+    write_text_atomic(rsna_root / "image_level_labels.csv", frame.to_csv(index=False))
 
 
 def _load(root: Path, spec: CohortSpec) -> SyntheticCohort:

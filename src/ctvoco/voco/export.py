@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
@@ -42,5 +43,30 @@ class BackboneExport(pl.Callback):
             "global_step": trainer.global_step,
             "usage": f"timm.create_model('{hp.backbone}', in_chans={hp.in_chans}).load_state_dict(torch.load(path, weights_only=True))",
         }
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None:  # which RSNA patients pretraining saw (for finetuning)
+            meta["rsna_patients"] = rsna_patients_record(datamodule)
         write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2))
         self.path = path
+
+
+def rsna_patients_record(datamodule: Any) -> dict[str, Any] | None:
+    """Which RSNA folds pretraining kept out, for the finetuning runs to check.
+
+    Args:
+        datamodule: The pretraining data module: an RSNA one, or one with ``members``.
+
+    Returns:
+        ``{"exclude_folds", "n_folds", "fold_seed"}`` of the RSNA data, or ``None`` when
+        pretraining saw no RSNA patient.
+    """
+    members = getattr(datamodule, "members", None)
+    modules = list(members.values()) if isinstance(members, dict) else [datamodule]
+    for module in modules:
+        if hasattr(module, "exclude_folds") and hasattr(module, "n_folds"):
+            return {
+                "exclude_folds": sorted(int(f) for f in module.exclude_folds),
+                "n_folds": int(module.n_folds),
+                "fold_seed": int(module.fold_seed),
+            }
+    return None

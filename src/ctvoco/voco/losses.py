@@ -23,6 +23,7 @@ __all__ = [
     "inter_volume_loss",
     "intra_volume_loss",
     "similarity",
+    "symmetric_intra_volume_loss",
     "voco_ce",
     "voco_ce_terms",
 ]
@@ -201,6 +202,60 @@ def intra_volume_loss(
     return (pos + neg).mean()
 
 
+def symmetric_intra_volume_loss(
+    student_random: Tensor,
+    student_base: Tensor,
+    teacher_random: Tensor,
+    teacher_base: Tensor,
+    targets: Tensor,
+    eps: float = DEFAULT_EPS,
+    *,
+    detach_teacher: bool = True,
+) -> Tensor:
+    """Position prediction from both sides: the intra-volume term of the research V1 head.
+
+    Per volume ``b`` the prediction is the mean of two similarity matrices,
+    ``p_b = (similarity(student_random_b, teacher_base_b) +
+    similarity(teacher_random_b, student_base_b)) / 2``, and the loss is ``L(y_b, p_b)``;
+    mean over ``b``. Unlike :func:`intra_volume_loss`, the student's base crops are trained
+    by this term too.
+
+    Each similarity is clamped to ``[0, 1]`` before the mean. The research code's V1 head
+    averaged unclamped cosines; an average below ``y - 1`` makes ``log(1 - |y - p| + eps)``
+    the logarithm of a negative number (a NaN loss), which the clamp rules out. Where both
+    cosines are non-negative the two agree.
+
+    Args:
+        student_random: ``(B, K, D)``.
+        student_base: ``(B, N, D)``.
+        teacher_random: ``(B, K, D)``.
+        teacher_base: ``(B, N, D)``.
+        targets: Overlap targets, ``(B, K, N)``.
+        eps: ``ε`` of the VoCo loss.
+        detach_teacher: Detach both teacher inputs (default). ``False`` lets gradient reach
+            them (the research code trains its teacher head by gradient, ``teacher_head: seed``).
+
+    Returns:
+        Scalar tensor.
+
+    Raises:
+        ValueError: If a shape does not match.
+    """
+    size = _check_shape("student_random", student_random, "B K D")
+    batch, dim = size["B"], size["D"]
+    _check_shape("teacher_random", teacher_random, "B K D", B=batch, K=size["K"], D=dim)
+    size |= _check_shape("student_base", student_base, "B N D", B=batch, D=dim)
+    _check_shape("teacher_base", teacher_base, "B N D", B=batch, N=size["N"], D=dim)
+    _check_shape("targets", targets, "B K N", B=batch, K=size["K"], N=size["N"])
+    if detach_teacher:
+        teacher_random, teacher_base = teacher_random.detach(), teacher_base.detach()
+    preds = 0.5 * (
+        similarity(student_random, teacher_base) + similarity(teacher_random, student_base)
+    )
+    pos, neg = _voco_ce_terms_per_volume(targets, preds, eps)
+    return (pos + neg).mean()
+
+
 def _default_partners(batch_size: int, device: torch.device) -> Tensor:
     return torch.arange(1, batch_size + 1, device=device) % batch_size
 
@@ -314,14 +369,16 @@ class VoCoLoss(nn.Module):
     A term whose weight is 0 is not computed and reported as a zero tensor (ablations).
 
     Args:
-        w_intra: Weight of :func:`intra_volume_loss`, ``>= 0``.
+        w_intra: Weight of the intra term (:func:`intra_volume_loss`), ``>= 0``.
         w_inter: Weight of :func:`inter_volume_loss`, ``>= 0``.
         w_reg: Weight of :func:`base_regularization_loss`, ``>= 0``.
         eps: ``ε`` of the VoCo loss.
-        detach_teacher: Passed to :func:`intra_volume_loss`: ``True`` (default) detaches
-            ``teacher_base`` in the intra term; ``False`` lets the intra term's gradient reach
-            ``teacher_base`` (research code, ``teacher_head: seed``). The inter term's target is
-            detached either way, and the reg term only sees student embeddings.
+        detach_teacher: Passed to the intra term: ``True`` (default) detaches the teacher
+            embeddings in it; ``False`` lets the intra term's gradient reach them (research
+            code, ``teacher_head: seed``). The inter term's target is detached either way, and
+            the reg term only sees student embeddings.
+        intra_symmetric: Use :func:`symmetric_intra_volume_loss` for the intra term (the
+            research code's V1 head) instead of :func:`intra_volume_loss`.
 
     Raises:
         ValueError: If a weight is negative or not finite, all weights are 0, or ``eps <= 0``.
@@ -341,6 +398,7 @@ class VoCoLoss(nn.Module):
         w_reg: float = 1.0,
         eps: float = DEFAULT_EPS,
         detach_teacher: bool = True,
+        intra_symmetric: bool = False,
     ) -> None:
         super().__init__()
         weights = {"w_intra": w_intra, "w_inter": w_inter, "w_reg": w_reg}
@@ -356,11 +414,13 @@ class VoCoLoss(nn.Module):
         self.w_reg = float(w_reg)
         self.eps = float(eps)
         self.detach_teacher = bool(detach_teacher)
+        self.intra_symmetric = bool(intra_symmetric)
 
     def extra_repr(self) -> str:
         return (
             f"w_intra={self.w_intra}, w_inter={self.w_inter}, w_reg={self.w_reg}, "
-            f"eps={self.eps}, detach_teacher={self.detach_teacher}"
+            f"eps={self.eps}, detach_teacher={self.detach_teacher}, "
+            f"intra_symmetric={self.intra_symmetric}"
         )
 
     def forward(
@@ -397,7 +457,17 @@ class VoCoLoss(nn.Module):
 
         zero = torch.zeros((), device=student_random.device)
         intra = inter = reg = zero
-        if self.w_intra > 0:
+        if self.w_intra > 0 and self.intra_symmetric:
+            intra = symmetric_intra_volume_loss(
+                student_random,
+                student_base,
+                teacher_random,
+                teacher_base,
+                targets,
+                self.eps,
+                detach_teacher=self.detach_teacher,
+            )
+        elif self.w_intra > 0:
             intra = intra_volume_loss(
                 student_random,
                 teacher_base,

@@ -24,15 +24,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from pytorch_lightning.utilities import GradClipAlgorithmType
+from torch import Tensor
 
 from ctvoco.errors import UserError, check_optimizer_settings
 from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.training.distributed import gather_with_grad
 from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
-from ctvoco.training.schedules import WarmupCosine, stepping_batches
+from ctvoco.training.schedules import WarmupCosine, check_schedule_steps, stepping_batches
 from ctvoco.voco.ema import cosine_momentum, update_momentum
-from ctvoco.voco.heads import ProjectionHead
+from ctvoco.voco.heads import DROPOUT_PLACES, ProjectionHead, SliceDropout
 from ctvoco.voco.losses import VoCoLoss, VoCoLossOutput, inter_volume_loss, similarity
 from ctvoco.voco.position import position_errors
 
@@ -75,6 +76,13 @@ class VoCoPretrainer(pl.LightningModule):
         max_nonfinite: Non-finite losses tolerated before training stops.
         channels_last: Run the encoders in channels-last memory format.
         compile: ``torch.compile`` the encoders (opt-in).
+        dropout_at: ``crop`` (dropout on the slice mean) or ``slice`` (on every slice's
+            features before the mean, research code); see :class:`~ctvoco.voco.heads.SliceDropout`.
+        intra_symmetric: Intra-volume term from both sides (the research code's V1 head); see
+            :func:`~ctvoco.voco.losses.symmetric_intra_volume_loss`.
+        schedule_steps: Step at which the LR cosine ends; ``None``: the run length.
+        gradient_clip_val: Gradient-norm clipping of this module, replacing the trainer's
+            ``gradient_clip_val``; ``0`` never clips; ``None``: the trainer's setting.
     """
 
     def __init__(
@@ -101,11 +109,15 @@ class VoCoPretrainer(pl.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         amsgrad: bool = True,
-        warmup_steps: int = 500,
+        warmup_steps: int = 5000,
         min_lr_ratio: float = 0.0,
         max_nonfinite: int = 10,
         channels_last: bool = False,
         compile: bool = False,
+        dropout_at: str = "crop",
+        intra_symmetric: bool = False,
+        schedule_steps: int | None = None,
+        gradient_clip_val: float | None = None,
     ) -> None:
         check_optimizer_settings(
             "model.module",
@@ -119,6 +131,9 @@ class VoCoPretrainer(pl.LightningModule):
         _check_choice("teacher_head", teacher_head, TEACHER_HEADS)
         _check_choice("momentum_schedule", momentum_schedule, MOMENTUM_SCHEDULES)
         _check_choice("inter_pairing", inter_pairing, INTER_PAIRINGS)
+        _check_choice("dropout_at", dropout_at, DROPOUT_PLACES)
+        check_schedule_steps("model.module", schedule_steps, warmup_steps)
+        _check_clip(gradient_clip_val)
         if not 0.0 <= momentum <= 1.0:
             raise UserError(f"model.momentum must be in [0, 1]; got {momentum}")
         if min(w_intra, w_inter, w_reg) < 0 or not (w_intra or w_inter or w_reg):
@@ -140,8 +155,14 @@ class VoCoPretrainer(pl.LightningModule):
         self.teacher_head = copy.deepcopy(self.student_head)
         self.teacher_encoder.requires_grad_(False)
         self.teacher_head.requires_grad_(teacher_head == "seed")
-        self.dropout = nn.Dropout(dropout)
-        self.criterion = VoCoLoss(w_intra, w_inter, w_reg, detach_teacher=teacher_head == "ema")
+        self.dropout = SliceDropout(dropout, dropout_at)  # type: ignore[arg-type]
+        self.criterion = VoCoLoss(
+            w_intra,
+            w_inter,
+            w_reg,
+            detach_teacher=teacher_head == "ema",
+            intra_symmetric=intra_symmetric,
+        )
         self.guard = NonFiniteGuard(max_nonfinite)
         if channels_last:
             self.student_encoder.to(memory_format=torch.channels_last)
@@ -161,7 +182,7 @@ class VoCoPretrainer(pl.LightningModule):
         self._step_started = 0.0
         self._step_finite = True
         self._run_steps: int | None = None
-        self._schedule = WarmupCosine(warmup_steps, min_lr_ratio)
+        self._schedule = WarmupCosine(warmup_steps, min_lr_ratio, schedule_steps=schedule_steps)
 
     # -- embeddings ---------------------------------------------------------------------
     def _slices(self, crops: Tensor) -> Tensor:
@@ -169,15 +190,15 @@ class VoCoPretrainer(pl.LightningModule):
         x = crops.flatten(0, 2).to(dtype=torch.float32).div_(255.0)
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
-    def crop_features(self, crops: Tensor, teacher: bool = False) -> Tensor:
-        """Mean encoder features of each crop over its slices.
+    def slice_features(self, crops: Tensor, teacher: bool = False) -> Tensor:
+        """Encoder features of every slice of every crop.
 
         Args:
             crops: ``(B, M, S, C, r, r)`` uint8 crops.
             teacher: Use the teacher encoder (under ``no_grad``).
 
         Returns:
-            ``(B, M, d)`` float32.
+            ``(B, M, S, d)`` float32.
         """
         b, m, s = crops.shape[:3]
         if teacher:
@@ -185,7 +206,11 @@ class VoCoPretrainer(pl.LightningModule):
                 feats = self._compiled.get("teacher", self.teacher_encoder)(self._slices(crops))
         else:
             feats = self._compiled.get("student", self.student_encoder)(self._slices(crops))
-        return feats.float().view(b, m, s, -1).mean(dim=2)
+        return feats.float().view(b, m, s, -1)
+
+    def crop_features(self, crops: Tensor, teacher: bool = False) -> Tensor:
+        """Mean encoder features of each crop over its slices, ``(B, M, d)`` float32."""
+        return self.slice_features(crops, teacher=teacher).mean(dim=2)
 
     def embed(self, random: Tensor, base: Tensor) -> dict[str, Tensor]:
         """Student and teacher embeddings of random and base crops.
@@ -200,7 +225,8 @@ class VoCoPretrainer(pl.LightningModule):
         """
         k = random.shape[1]
         crops = torch.cat([random, base], dim=1)
-        student = self.student_head(self.dropout(self.crop_features(crops)))
+        # slice mean with dropout before or after it (dropout_at)
+        student = self.student_head(self.dropout(self.slice_features(crops)))
         teacher_feats = self.crop_features(crops, teacher=True)
         if self.hparams.teacher_head == "seed":
             teacher = self.teacher_head(teacher_feats)
@@ -362,12 +388,38 @@ class VoCoPretrainer(pl.LightningModule):
             amsgrad=self.hparams.amsgrad,
             foreach=True,
         )
-        self._schedule = WarmupCosine(self.hparams.warmup_steps, self.hparams.min_lr_ratio)
+        self._schedule = WarmupCosine(
+            self.hparams.warmup_steps,
+            self.hparams.min_lr_ratio,
+            schedule_steps=self.hparams.get("schedule_steps"),
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by the module's ``gradient_clip_val`` when it has one, else as the trainer says.
+
+        A module value (``0``: never clip) replaces the trainer's ``gradient_clip_val``, so a
+        model preset can carry its clipping (the research code never clipped). It clips the
+        gradient norm through the precision plugin, after fp16 gradients were unscaled.
+        """
+        own = self.hparams.get("gradient_clip_val")
+        if own is None:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        self.trainer.precision_plugin.clip_gradients(
+            optimizer, float(own), GradClipAlgorithmType.NORM
+        )
 
     # -- validation: does the model know positions? ----------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -465,6 +517,16 @@ def first_occurrences(index: Tensor) -> Tensor:
             keep.append(position)
             seen.add(value)
     return torch.as_tensor(keep, dtype=torch.long, device=index.device)
+
+
+def _check_clip(value: object) -> None:
+    """``gradient_clip_val`` must be ``None`` or a number >= 0."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is not None and not (number and value >= 0):  # type: ignore[operator]
+        raise UserError(
+            f"model.module.gradient_clip_val must be null (the trainer's setting) or a "
+            f"number >= 0 (0: never clip); got {value!r}"
+        )
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -12,8 +12,16 @@ ALGORITHMS.md §2.1. From a cached ``(D, H, W)`` uint8 volume:
    :mod:`ctvoco.voco.targets`).
 4. **Targets**: ``y[k, j] = area(random_k ∩ base_j) / r²`` (rows sum to 1).
 
-Optional augmentation touches intensities of random crops only (contrast, brightness,
-noise): flips or rotations would change the positions that VoCo learns to predict.
+Optional augmentation:
+
+- **Geometric** (``flip_prob``, ``rot90_prob``): in-plane flips and quarter turns of the
+  whole canvas, drawn once per volume and applied *before* steps 2-4. Flipping or rotating
+  a single crop would break its target, because the target describes where the crop's
+  pixels lie; here the base grid, the random crops and their targets are all taken from
+  the transformed canvas, so every target is still the exact overlap of a crop with a
+  base cell in the frame the network sees. The canvas is square, so a quarter turn keeps
+  its shape and grid.
+- **Intensity** of random crops (contrast, brightness, noise).
 """
 
 from __future__ import annotations
@@ -24,8 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctvoco.errors import UserError
 from ctvoco.opencv import cv2
 from ctvoco.voco.targets import overlap_targets, sample_random_centers
+
+MODEL_GEOMETRY = ("grid", "crop_size", "num_random")
+"""What the views and the model (:class:`~ctvoco.voco.VoCoPretrainer`) must agree on."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,9 @@ class VoCoViews:
         brightness_jitter: ... and brightness ``U(-j, j) * 255`` (0 disables).
         noise_std: ... and Gaussian noise of this std in intensity units (0 disables).
         channel: Channel of a multi-window cache used for pretraining.
+        flip_prob: Probability of flipping the canvas, per in-plane axis (0 disables).
+        rot90_prob: Probability of turning the canvas by a random 90, 180 or 270 degrees
+            (0 disables).
 
     Returns (``__call__``):
         ``random`` ``(K, S, 1, r, r)`` uint8, ``base`` ``(n², S, 1, r, r)`` uint8,
@@ -59,6 +74,8 @@ class VoCoViews:
     brightness_jitter: float = 0.0
     noise_std: float = 0.0
     channel: int = 0
+    flip_prob: float = 0.0
+    rot90_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("grid", "crop_size", "num_random", "num_slices", "depth"):
@@ -71,6 +88,42 @@ class VoCoViews:
             )
         if self.num_slices > self.depth:
             raise ValueError(f"num_slices ({self.num_slices}) cannot exceed depth ({self.depth})")
+        for name in ("flip_prob", "rot90_prob"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"VoCoViews.{name} must be in [0, 1]; got {getattr(self, name)}")
+
+    @property
+    def geometric(self) -> bool:
+        """True when flips or quarter turns of the canvas are on."""
+        return self.flip_prob > 0 or self.rot90_prob > 0
+
+    def draw_geometry(self, rng: np.random.Generator) -> tuple[tuple[bool, bool], int]:
+        """``((flip rows, flip columns), quarter turns)`` for one volume."""
+        flips = rng.random(2) < self.flip_prob
+        turns = int(rng.integers(1, 4)) if rng.random() < self.rot90_prob else 0
+        return (bool(flips[0]), bool(flips[1])), turns
+
+    def check_model(self, model: Any) -> None:
+        """Refuse a model whose grid, crop size or random-crop count differs from these views.
+
+        The views are the source of these values (``model=voco`` interpolates the module's
+        from ``model.views``); a model built with others would get samples of another
+        shape. Called by the data modules before any data work.
+
+        Raises:
+            UserError: Naming both values of every key that differs.
+        """
+        hparams = getattr(model, "hparams", {}) or {}
+        differing = [
+            f"model.module.{key}={hparams[key]} but model.views.{key}={getattr(self, key)}"
+            for key in MODEL_GEOMETRY
+            if key in hparams and hparams[key] != getattr(self, key)
+        ]
+        if differing:
+            raise UserError(
+                f"the model and its views disagree: {'; '.join(differing)}; set them in "
+                "model.views only (the module takes them from there)"
+            )
 
     @property
     def canvas_size(self) -> int:
@@ -103,7 +156,10 @@ class VoCoViews:
 
     def __call__(self, volume: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
         n, r, k = self.grid, self.crop_size, self.num_random
-        canvas = torch.from_numpy(self.canvas(volume))  # (S, n*r, n*r)
+        planes = self.canvas(volume)
+        if self.geometric:  # before cropping: the targets below hold in the new frame
+            planes = transform_canvas(planes, *self.draw_geometry(rng))
+        canvas = torch.from_numpy(planes)  # (S, n*r, n*r)
         s = canvas.shape[0]
         base = canvas.reshape(s, n, r, n, r).permute(1, 3, 0, 2, 4).reshape(n * n, s, 1, r, r)
         centers = sample_random_centers(rng, k, n, r)
@@ -135,6 +191,28 @@ class VoCoViews:
             noise = rng.normal(0.0, self.noise_std, size=tuple(x.shape)).astype(np.float32)
             x = x + torch.from_numpy(noise)
         return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def transform_canvas(canvas: np.ndarray, flips: tuple[bool, bool], turns: int) -> np.ndarray:
+    """Flip and turn ``(S, H, W)`` canvas slices in-plane; flips first, then the turns.
+
+    Args:
+        canvas: ``(S, H, W)`` slices.
+        flips: Reverse the rows (``H``), the columns (``W``).
+        turns: Quarter turns counter-clockwise (``numpy.rot90`` on ``(H, W)``): pixel
+            ``(y, x)`` goes to ``(W - 1 - x, y)`` per turn.
+
+    Returns:
+        A C-contiguous array (``(S, W, H)`` after an odd number of turns).
+    """
+    out = canvas
+    if flips[0]:
+        out = out[:, ::-1, :]
+    if flips[1]:
+        out = out[:, :, ::-1]
+    if turns % 4:
+        out = np.rot90(out, k=turns % 4, axes=(1, 2))
+    return np.ascontiguousarray(out)
 
 
 def resize_planes(planes: np.ndarray, size: int) -> np.ndarray:
