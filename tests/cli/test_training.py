@@ -237,3 +237,16 @@ def test_last_with_only_truncated_checkpoints_is_one_line(program_checkpoints, t
     with pytest.raises(UserError, match=r"ckpt_path=last: .*last\.ckpt.*truncated") as info:
         resolve_ckpt_path(program_cfg("finetune", run_dir, "last"))
     one_line(info.value)
+
+
+def test_validation_views_take_the_centre_crop_without_any_augmentation() -> None:
+    from ctvoco.classify import SliceStackViews
+    from ctvoco.cli.training import without_augmentation
+    from ctvoco.voco import VoCoViews
+
+    val = without_augmentation(SliceStackViews())
+    assert val == SliceStackViews.plain(), val
+    assert val.random_crop is False
+    voco = without_augmentation(VoCoViews(contrast_jitter=0.2, noise_std=2.0, flip_prob=0.5))
+    assert (voco.contrast_jitter, voco.noise_std, voco.flip_prob) == (0.0, 0.0, 0.0)
+    assert voco.num_random == VoCoViews().num_random

@@ -33,7 +33,7 @@ from scipy.optimize import minimize_scalar
 
 from ctvoco.errors import DataError
 from ctvoco.io.atomic import write_text_atomic
-from ctvoco.metrics.rsna import _losses, aggregate_predictions, rsna_score
+from ctvoco.metrics.rsna import aggregate_predictions, rsna_score, score_arrays
 from ctvoco.schema import PREDICTION_COLUMNS, TARGETS, target_columns
 
 __all__ = [
@@ -188,7 +188,7 @@ def _score_of_log_factors(
     def score(log_factors: np.ndarray) -> float:
         scaled = probs * np.exp(log_factors)
         scaled /= np.repeat(np.add.reduceat(scaled, starts, axis=1), sizes, axis=1)
-        return _losses(truth, scaled)["score"]
+        return score_arrays(truth, scaled)["score"]
 
     return score
 

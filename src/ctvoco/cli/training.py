@@ -42,12 +42,15 @@ def build_datamodule(cfg: DictConfig, purpose: str, views: Any, val_views: Any) 
 
 
 def without_augmentation(views: Any) -> Any:
-    """A copy of a views dataclass with every augmentation field switched off."""
+    """A copy of a views dataclass with every augmentation field switched off.
+
+    Random crop positions count as augmentation: evaluation takes the centre crop.
+    """
     fields = getattr(views, "__dataclass_fields__", {})
     off = {
         name: (False if isinstance(getattr(views, name), bool) else 0.0)
         for name in fields
-        if name.endswith(("_jitter", "_std", "_prob", "augment"))
+        if name.endswith(("_jitter", "_std", "_prob", "augment")) or name == "random_crop"
     }
     return replace(views, **off) if off else views
 

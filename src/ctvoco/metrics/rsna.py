@@ -60,6 +60,7 @@ __all__ = [
     "labels_from_classes",
     "prevalence_predictions",
     "rsna_score",
+    "score_arrays",
     "target_auc",
 ]
 
@@ -253,8 +254,19 @@ def _any_injury(onehot: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
     return label, pred
 
 
-def _losses(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The six losses and their mean from one-hot labels and normalised predictions (N, 13)."""
+def score_arrays(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The six losses and their mean from one-hot labels and normalised predictions.
+
+    The array-level core of :func:`rsna_score`, for callers that score many candidate
+    predictions of one validated table (e.g. fitting probability scaling).
+
+    Args:
+        onehot: ``(N, 13)`` one-hot labels in :data:`~ctvoco.schema.PREDICTION_COLUMNS` order.
+        probs: ``(N, 13)`` predictions in the same order, each target's group summing to 1.
+
+    Returns:
+        ``{target: loss}`` for the six scored targets plus ``"score"``, their mean.
+    """
     out: dict[str, float] = {}
     for target, cols in _SLICES.items():
         truth = onehot[:, cols]
@@ -296,7 +308,7 @@ def rsna_score(
             prediction, or an unknown ``aggregate``.
     """
     _, onehot, probs = _aligned(labels, predictions, aggregate)
-    return _losses(onehot, probs)
+    return score_arrays(onehot, probs)
 
 
 def target_auc(
