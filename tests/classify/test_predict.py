@@ -6,7 +6,6 @@ real data module; predictions then run on copies of the cohort's ``test_images``
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from ctvoco.data.datamodules import RSNADataModule
 from ctvoco.errors import DataError, UserError
 from ctvoco.metrics import aggregate_predictions, rsna_score
 from ctvoco.schema import PREDICTION_COLUMNS, TARGET_CLASSES, TARGETS
+from tests.data.test_rsna import deny_listing
 
 COLUMNS = list(PREDICTION_COLUMNS)
 
@@ -431,19 +431,6 @@ def test_discover_input_warns_about_non_integer_series_folders(test_images, capl
     assert not any(".hidden" in m for m in warnings)
 
 
-def deny_listing(monkeypatch, *folders: Path) -> None:
-    """Listing ``folders`` fails as it does for a folder of mode 000 (for any user but root)."""
-    real = Path.iterdir
-    denied = {Path(f) for f in folders}
-
-    def iterdir(self: Path):
-        if self in denied:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-        return real(self)
-
-    monkeypatch.setattr(Path, "iterdir", iterdir)
-
-
 def test_discover_input_keeps_an_unreadable_patient_with_a_warning(
     test_images, monkeypatch, caplog
 ):
@@ -503,7 +490,6 @@ class _Payload:
         self.marker = marker
 
     def __reduce__(self):
-        import os
 
         return (os.system, (f"touch {self.marker}",))
 

@@ -38,9 +38,8 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """The cohort, plus every phantom rendered for it (in order: RSNA series, then FLARE)."""
+def make_recording_phantoms(root: Path, spec: dict) -> tuple:
+    """The cohort made under ``root``, plus every phantom rendered for it, in order."""
     rendered = []
     real = cohort_module.render_volume
 
@@ -51,8 +50,14 @@ def made(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cohort_module, "render_volume", recording)
-        cohort = make_synthetic_cohort(tmp_path_factory.mktemp("a"), progress=False, **SPEC)
+        cohort = make_synthetic_cohort(root, progress=False, **spec)
     return cohort, rendered
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """The cohort, plus every phantom rendered for it (in order: RSNA series, then FLARE)."""
+    return make_recording_phantoms(tmp_path_factory.mktemp("a"), SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ctvoco.synth.cohort as cohort_module
 from ctvoco.data.image_labels import read_image_level_labels
 from ctvoco.io import read_dicom_series
-from ctvoco.synth.cohort import make_synthetic_cohort
 from ctvoco.synth.phantom import DEFAULT_PREVALENCE, INJURY_CODES
+from tests.synth.test_cohort import make_recording_phantoms
 
 SPEC = {
     "n_patients": 3,
@@ -28,18 +27,7 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    rendered = []
-    real = cohort_module.render_volume
-
-    def recording(*args, **kwargs):
-        phantom = real(*args, **kwargs)
-        rendered.append(phantom)
-        return phantom
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cohort_module, "render_volume", recording)
-        cohort = make_synthetic_cohort(tmp_path_factory.mktemp("img"), progress=False, **SPEC)
-    return cohort, rendered
+    return make_recording_phantoms(tmp_path_factory.mktemp("img"), SPEC)
 
 
 def test_rows_are_the_instances_of_the_slices_showing_each_lesion(made):
