@@ -24,9 +24,10 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/ctvoco-demo --root demo
 
-## lint: ruff on the whole tree
+## lint: ruff on the whole tree, and the import contract of the floors (docs/architecture.md)
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 ## test: lint, then the default test suite (tests marked slow excluded)
 test: lint

@@ -32,9 +32,9 @@ import torch
 
 from ctvoco.cache import VolumeCache
 from ctvoco.classify import InjuryClassifier, SliceStackViews, injury_loss
-from ctvoco.io import CTVolume, SeriesTags, new_uid, write_dicom_series
+from ctvoco.io import CTVolume
 from ctvoco.preprocessing import PreprocessConfig, preprocess_series, preprocess_volume
-from ctvoco.synth.phantom import make_phantom
+from ctvoco.synth import SeriesTags, make_phantom, new_uid, write_dicom_series
 
 RESEARCH_AUGMENT = {
     "random_crop": True,

@@ -36,7 +36,7 @@ from ctvoco.cache import VolumeCache
 from ctvoco.classify import InjuryClassifier, SliceStackViews, injury_loss
 from ctvoco.io import CTVolume
 from ctvoco.preprocessing import PreprocessConfig, preprocess_volume
-from ctvoco.synth.phantom import make_phantom
+from ctvoco.synth import make_phantom
 from ctvoco.voco import VoCoPretrainer, VoCoViews, update_momentum
 
 # Dense peak TFLOP/s by (device name fragment, precision), most specific fragment first; fp32
@@ -169,9 +169,7 @@ def pretrain_step_fn(
 ) -> Callable[[], None]:
     module = VoCoPretrainer(
         backbone=sizes.pretrain_backbone,
-        crop_size=sizes.crop,
-        grid=sizes.grid,
-        num_random=2,
+        views=VoCoViews(grid=sizes.grid, crop_size=sizes.crop, num_random=2),
         channels_last="channels_last" in variant,
         compile="compile" in variant,
     ).to(device)

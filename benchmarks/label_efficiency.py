@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctvoco.demo import (
+from ctvoco.cli.demo_jobs import (
     Job,
     add_override_option,
     failure_message,
@@ -51,8 +51,8 @@ from ctvoco.demo import (
     run_stage,
 )
 from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
-from ctvoco.metrics.rsna import prevalence_predictions, rsna_score, target_auc
-from ctvoco.schema import SCORE_COLUMNS
+from ctvoco.labels import SCORE_COLUMNS, prevalence_predictions
+from ctvoco.metrics.rsna import rsna_score, target_auc
 
 INITS = ("scratch", "voco")
 
@@ -200,7 +200,7 @@ def selected_step(checkpoint: Path) -> int:
 
 def evaluate(root: Path, checkpoint: Path, labels: pd.DataFrame) -> dict[str, float]:
     """Score one checkpoint on the held-out patients (predictions cached beside the run)."""
-    from ctvoco.classify.predict import predict_submission
+    from ctvoco.inference import predict_submission
 
     run_dir = checkpoint.parent.parent
     output = run_dir / "test_submission.csv"

@@ -27,10 +27,11 @@ import numpy as np
 import pydicom
 from rich.console import Console
 
-from ctvoco.cache import SeriesSource, VolumeCache, build_cache
-from ctvoco.io import SeriesTags, new_uid, series_files, write_dicom_series
+from ctvoco.cache import VolumeCache, build_cache
+from ctvoco.io import series_files
+from ctvoco.io.series import SeriesSource
 from ctvoco.preprocessing import PreprocessConfig, preprocess_series
-from ctvoco.synth.phantom import make_phantom
+from ctvoco.synth import SeriesTags, make_phantom, new_uid, write_dicom_series
 
 PEAK_SCRIPT = """
 import json, sys

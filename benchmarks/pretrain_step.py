@@ -37,7 +37,7 @@ import torch
 from ctvoco.cache import VolumeCache
 from ctvoco.io import CTVolume
 from ctvoco.preprocessing import PreprocessConfig, preprocess_volume
-from ctvoco.synth.phantom import make_phantom
+from ctvoco.synth import make_phantom
 from ctvoco.voco import VoCoPretrainer, VoCoViews, update_momentum
 
 
@@ -150,13 +150,7 @@ def main() -> None:
         samples = [views(cache.load(keys[i % len(keys)]), rng) for i in range(args.batch)]
     batch = {k: torch.stack([s[k] for s in samples]) for k in ("random", "base", "targets")}
 
-    module = VoCoPretrainer(
-        backbone=args.backbone,
-        crop_size=args.crop,
-        grid=args.grid,
-        num_random=args.random,
-        warmup_steps=1,
-    ).train()
+    module = VoCoPretrainer(backbone=args.backbone, views=views).train()
     optimizer = torch.optim.AdamW(
         [p for p in module.parameters() if p.requires_grad], lr=1e-4, amsgrad=True, foreach=True
     )

@@ -44,6 +44,46 @@ def phantom_hu() -> np.ndarray:
     return body_phantom()
 
 
+SMALL_PHANTOM_SHAPE = (12, 48, 56)
+"""Default shape of :func:`small_phantom`."""
+
+
+def small_phantom(
+    shape: tuple[int, int, int] = SMALL_PHANTOM_SHAPE,
+    seed: int = 0,
+    *,
+    right_marker: bool = True,
+    cranial_marker: bool = True,
+    table: bool = True,
+) -> np.ndarray:
+    """Canonical int16 HU: body ellipse, posterior spine, right-side and cranial markers, table.
+
+    Slice 0 is cranial, row 0 anterior, column 0 the patient's right; small noise makes any
+    flip or permutation visible voxel by voxel. The markers and the table can be left out.
+    """
+    _, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    hu = np.full(shape, -1000, dtype=np.int16)
+    body = ((yy - 0.45 * h) / (0.33 * h)) ** 2 + ((xx - 0.5 * w) / (0.42 * w)) ** 2 <= 1
+    hu[:, body] = 40
+    hu[:, (yy - 0.65 * h) ** 2 + (xx - 0.5 * w) ** 2 <= 16] = 700  # spine, posterior
+    if right_marker:
+        hu[:, (yy - 0.4 * h) ** 2 + (xx - 0.2 * w) ** 2 <= 16] = 200  # patient's right
+    if cranial_marker:
+        hu[:2, (yy - 0.3 * h) ** 2 + (xx - 0.6 * w) ** 2 <= 9] = 120  # cranial end
+    if table:
+        row = int(0.9 * h)
+        hu[:, row : row + 2, int(0.1 * w) : int(0.9 * w)] = 0
+    noise = np.random.default_rng(seed).integers(-5, 6, size=shape)
+    return (hu + noise).astype(np.int16)
+
+
+@pytest.fixture
+def small_phantom_hu() -> np.ndarray:
+    """See :func:`small_phantom` (default shape and seed)."""
+    return small_phantom()
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory):
     """A small synthetic cohort (real DICOM and NIfTI files), written once per session."""

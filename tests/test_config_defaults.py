@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,10 @@ from omegaconf import OmegaConf
 from ctvoco.classify import InjuryClassifier, SliceStackViews
 from ctvoco.data import FLAREDataModule, RSNADataModule
 from ctvoco.preprocessing import PreprocessConfig
+from ctvoco.training.optim import as_partial
 from ctvoco.voco import VoCoPretrainer, VoCoViews
 
-PROGRAM_SUPPLIED = {"views", "val_views"}
+PROGRAM_SUPPLIED = {"views", "val_views", "inference"}
 """Arguments the training programs pass themselves (no config key)."""
 
 
@@ -97,8 +99,21 @@ def plain(value: Any) -> Any:
     return value
 
 
+PARTIALS = {"optimizer": "DEFAULT_OPTIMIZER", "scheduler": "DEFAULT_SCHEDULER"}
+"""Partial arguments whose ``None`` default means the module's default mapping of that name."""
+
+
 def comparable(case: Case, key: str, value: Any) -> Any:
-    """A value as the class sees it (preprocessing values through their validation)."""
+    """A value as the class sees it (preprocessing values through their validation).
+
+    An optimiser or schedule partial compares as the class it builds and its settings;
+    ``None`` is the module's default partial.
+    """
+    if key in PARTIALS:
+        if value is None:
+            value = getattr(sys.modules[case.target.__module__], PARTIALS[key])
+        built = as_partial(value, key)
+        return built.func, built.keywords
     if case.target is PreprocessConfig:
         return getattr(PreprocessConfig(**{key: value}), key)
     if key == "preprocess":

@@ -98,10 +98,15 @@ def test_voco_research_preset_is_the_research_configuration() -> None:
     assert (module.backbone, module.pooling, module.head_norm, module.teacher_head) == (
         "efficientnet_b0",
         "flatten",
-        "seed",
-        "seed",
+        "per_slot",
+        "trained",
     )
-    assert (module.momentum, module.momentum_schedule, module.lr, module.warmup_steps) == (
+    assert (
+        module.momentum,
+        module.momentum_schedule,
+        module.optimizer.lr,
+        module.scheduler.warmup_steps,
+    ) == (
         0.9,
         "constant",
         1e-4,
@@ -118,3 +123,65 @@ def test_rsna_experiment_is_the_research_classifier() -> None:
     assert (cfg.data.batch_size, cfg.trainer.max_epochs) == (4, 20)
     assert cfg.trainer.precision == "bf16-mixed"
     assert cfg.model.module.task == "all"
+
+
+STEP_SCHEDULE_KEYS = {
+    "trainer": {"max_steps", "val_check_interval"},
+    "callbacks.model_checkpoint": {"every_n_train_steps"},
+}
+"""What a step-based schedule sets (conf/schedule/); an epoch-based demo sets none of it."""
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_step_schedules_come_from_the_schedule_group(experiment: str) -> None:
+    config = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
+    for node, keys in STEP_SCHEDULE_KEYS.items():
+        written = set(OmegaConf.select(config, node) or {}) & keys
+        assert not written, f"{experiment}.yaml sets {node}.{sorted(written)}: use /schedule"
+
+
+def test_step_schedule_experiments_select_it() -> None:
+    for experiment in PRETRAIN_EXPERIMENTS - {"demo_pretrain"}:
+        cfg = compose_config("pretrain", [f"+experiment={experiment}", "paths.output_dir=/x"])
+        assert cfg.trainer.max_steps == 30000, experiment
+        assert cfg.callbacks.model_checkpoint.every_n_train_steps == 1000, experiment
+
+
+LOADER_KEYS = {"batch_size", "val_batch_size", "num_workers", "pin_memory", "seed"}
+CACHE_KEYS = {"preprocess", "auto_preprocess", "preprocess_workers"}
+
+
+@pytest.mark.parametrize("source", ["flare", "rsna", "flare_rsna"])
+def test_data_configs_share_their_loader_and_cache_defaults(source: str) -> None:
+    written = set(OmegaConf.load(CONF / "data" / f"{source}.yaml"))
+    assert not written & (LOADER_KEYS | CACHE_KEYS), f"data/{source}.yaml repeats shared keys"
+    data = compose_config("pretrain", [f"data={source}", "paths.output_dir=/x"]).data
+    assert set(data) >= LOADER_KEYS
+
+
+def _files_with(text: str, skip: str | None = None) -> list[str]:
+    """The config files (outside ``conf/<skip>``) whose text contains ``text``."""
+    return sorted(
+        str(path.relative_to(CONF))
+        for path in CONF.rglob("*.yaml")
+        if (skip is None or path.relative_to(CONF).parts[0] != skip)
+        and text in path.read_text(encoding="utf-8")
+    )
+
+
+def test_the_demo_cohort_is_written_once() -> None:
+    defining = [
+        name
+        for name in _files_with("n_patients:")
+        if OmegaConf.select(OmegaConf.load(CONF / name), "synthetic") is not None
+        or name.startswith("synthetic/")
+    ]
+    assert defining == ["synthetic/demo.yaml"]
+    for experiment in ("demo_pretrain", "demo_finetune"):
+        top = "pretrain" if experiment in PRETRAIN_EXPERIMENTS else "finetune"
+        cfg = compose_config(top, [f"+experiment={experiment}", "paths.output_dir=/x"])
+        assert cfg.synthetic.n_patients == 120 and cfg.synthetic.root == "/x/cohort"
+
+
+def test_no_config_outside_model_names_a_research_seed_preset() -> None:
+    assert _files_with("voco_seed", skip="model") == []

@@ -29,7 +29,8 @@ def test_pyproject_lists_every_subpackage() -> None:
     listed = set(
         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     )
-    assert _subpackages() | {"ctvoco.conf"} == listed
+    launcher = {"hydra_plugins", "hydra_plugins.ctvoco_launcher"}  # the multirun launcher
+    assert _subpackages() | {"ctvoco.conf"} | launcher == listed
 
 
 def test_lightning_pin_excludes_compromised_releases() -> None:

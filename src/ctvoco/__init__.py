@@ -44,7 +44,7 @@ _EXPORTS = {
     "create_backbone": "ctvoco.models",
     "export_backbone": "ctvoco.models",
     "load_backbone_weights": "ctvoco.models",
-    "predict_submission": "ctvoco.classify.predict",
+    "predict_submission": "ctvoco.inference",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

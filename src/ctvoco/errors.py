@@ -8,7 +8,9 @@ traceback.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -19,52 +21,58 @@ class DataError(UserError, ValueError):
     """Bad input data; the message names the file, row or key."""
 
 
-def check_optimizer_settings(
-    where: str, *, lr: float, weight_decay: float, warmup_steps: int, min_lr_ratio: float
-) -> None:
-    """Refuse optimiser settings that torch or the schedule would reject only at training start.
+class ArgumentError(UserError, ValueError):
+    """A value the library cannot take for one of its arguments; the message starts with it.
+
+    The library names only its own argument (``pooling``); a caller that knows where the
+    value came from places it there with :meth:`within` (the command line turns
+    ``pooling`` into the config key ``model.module.pooling``).
 
     Args:
-        where: The config section the settings come from (``model.module``), named in the error.
-        lr: Peak learning rate; a number greater than 0.
-        weight_decay: AdamW's weight decay; a number, at least 0.
-        warmup_steps: Linear warm-up length in optimiser steps; a whole number, at least 0.
-        min_lr_ratio: Final learning rate as a fraction of ``lr``; from 0 to 1.
+        argument: The argument's name, with the sections above it (``preprocess.windows``).
+        detail: The rest of the message, written right after the name
+            (``" must be one of avg, flatten; got 'x'"`` or ``"=0 must be ..."``).
+    """
+
+    def __init__(self, argument: str, detail: str) -> None:
+        super().__init__(f"{argument}{detail}")
+        self.argument = argument
+        self.detail = detail
+
+    def within(self, section: str) -> ArgumentError:
+        """The same error for the argument inside ``section`` (``model.module``)."""
+        return ArgumentError(
+            f"{section}.{self.argument}" if section else self.argument, self.detail
+        )
+
+
+def look_up_option(name: str, value: object, options: Iterable[str]) -> str:
+    """Return ``value`` when it is one of ``options``; otherwise refuse it, with a suggestion.
+
+    Args:
+        name: The argument the value was given for, named in the error (``pooling``).
+        value: What the caller passed.
+        options: The accepted spellings.
+
+    Returns:
+        ``value``, known to be one of ``options``.
 
     Raises:
-        UserError: Naming the key, its value and what it must be.
+        ArgumentError: Naming the argument, the value, the options and the closest option.
     """
-    rules = (
-        ("lr", lr, _is_number(lr) and lr > 0, "a number greater than 0"),
-        (
-            "weight_decay",
-            weight_decay,
-            _is_number(weight_decay) and weight_decay >= 0,
-            "a number >= 0",
-        ),
-        (
-            "warmup_steps",
-            warmup_steps,
-            _is_whole(warmup_steps) and warmup_steps >= 0,
-            "a whole number >= 0",
-        ),
-        (
-            "min_lr_ratio",
-            min_lr_ratio,
-            _is_number(min_lr_ratio) and 0 <= min_lr_ratio <= 1,
-            "a number from 0 to 1",
-        ),
-    )
-    for name, value, valid, allowed in rules:
-        if not valid:
-            raise UserError(f"{where}.{name}={value} must be {allowed}")
+    choices = tuple(options)
+    if isinstance(value, str) and value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ArgumentError(name, f" must be one of {', '.join(choices)}; got {value!r}{hint}")
 
 
-def _is_number(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
     """A finite int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_whole(value: object) -> bool:
+def is_whole_number(value: object) -> bool:
     """An int (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from ctvoco.cache import SeriesSource, VolumeCache, build_cache, builder
+from ctvoco.cache import VolumeCache, build_cache, builder
+from ctvoco.io.series import SeriesSource
 from ctvoco.preprocessing import PreprocessConfig
 from tests.cache import worker_probe
 

@@ -23,11 +23,11 @@ from rich.console import Console
 from ctvoco.cache import VolumeCache, build_cache
 from ctvoco.data.rsna import rsna_series
 from ctvoco.preprocessing import PreprocessConfig
+from tests.conftest import small_phantom as phantom
 from tests.io.test_dicom import (
     SHAPE,
     delete,
     edit,
-    phantom,
     set_syntax,
     set_value,
     uncompressed_pixels,

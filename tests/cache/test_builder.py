@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from ctvoco.cache import SeriesSource, VolumeCache, build_cache, builder, parse_shard, select_shard
+from ctvoco.cache import VolumeCache, build_cache, builder, parse_shard, select_shard
 from ctvoco.errors import UserError
 from ctvoco.io import write_nifti
+from ctvoco.io.series import SeriesSource
 from ctvoco.preprocessing import PreprocessConfig
 from tests.conftest import body_phantom
 
@@ -222,7 +223,8 @@ PROBE = """
 import json, os, sys
 import ctvoco.cli.preprocess  # what the console script imports before calling main()
 
-from ctvoco.cache import builder, SeriesSource, VolumeCache, build_cache
+from ctvoco.cache import builder, VolumeCache, build_cache
+from ctvoco.io.series import SeriesSource
 from ctvoco.preprocessing import PreprocessConfig
 from tests.cache import worker_probe
 

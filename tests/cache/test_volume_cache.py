@@ -6,8 +6,9 @@ import socket
 import numpy as np
 import pytest
 
-from ctvoco.cache import VolumeCache, check_key
+from ctvoco.cache import VolumeCache
 from ctvoco.errors import DataError, UserError
+from ctvoco.io.series import check_key
 from ctvoco.preprocessing import PreprocessConfig
 
 KEY_CASES = [

@@ -44,7 +44,7 @@ def test_weight_zero_adds_no_parameters():
 
 
 def test_negative_weight_is_a_user_error():
-    with pytest.raises(UserError, match=r"model\.module\.image_loss_weight"):
+    with pytest.raises(UserError, match=r"^image_loss_weight must be 0 \(off\) or positive"):
         InjuryClassifier(**TINY, image_loss_weight=-1.0)
 
 

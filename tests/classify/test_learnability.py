@@ -2,7 +2,7 @@
 
 A synthetic cohort is written as DICOM, preprocessed through the real data module, a tiny
 CNN-LSTM is trained on the training patients for a few CPU epochs, and
-:func:`~ctvoco.classify.predict.predict_submission` predicts the held-out test patients,
+:func:`~ctvoco.inference.predict_submission` predicts the held-out test patients,
 scored with the competition metric against two constant predictions made from the training
 labels:
 
@@ -36,12 +36,19 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
-from ctvoco.classify import InjuryClassifier, SliceStackViews
-from ctvoco.classify.predict import predict_submission
+from ctvoco.classify import InferenceSpecFromData, InjuryClassifier, SliceStackViews
 from ctvoco.data.datamodules import RSNADataModule
-from ctvoco.metrics import classes_from_labels, prevalence_predictions, rsna_score
-from ctvoco.schema import CLASS_WEIGHTS, PREDICTION_COLUMNS, TARGETS
+from ctvoco.inference import predict_submission
+from ctvoco.labels import (
+    CLASS_WEIGHTS,
+    PREDICTION_COLUMNS,
+    TARGETS,
+    classes_from_labels,
+    prevalence_predictions,
+)
+from ctvoco.metrics import rsna_score
 from ctvoco.synth.cohort import make_synthetic_cohort
+from tests.training.module_args import build
 
 COHORT = {
     "n_patients": 96,
@@ -84,7 +91,8 @@ def test_classifier_learns_injuries_beyond_the_prevalence_baseline(tmp_path):
         val_views=replace(views, random_crop=False),
     )
     pl.seed_everything(0)
-    module = InjuryClassifier(
+    module = build(
+        InjuryClassifier,
         backbone="test_efficientnet",
         hidden=32,
         lr=2e-3,
@@ -102,6 +110,7 @@ def test_classifier_learns_injuries_beyond_the_prevalence_baseline(tmp_path):
         enable_progress_bar=False,
         enable_model_summary=False,
         gradient_clip_val=5.0,
+        callbacks=[InferenceSpecFromData(datamodule)],
     )
     trainer.fit(module, datamodule=datamodule)
     checkpoint = tmp_path / "classifier.ckpt"

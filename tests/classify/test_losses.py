@@ -1,4 +1,4 @@
-"""Tests of :mod:`ctvoco.classify.losses` (ALGORITHMS.md §3.3, §3.4) against hand arithmetic."""
+"""Tests of :mod:`ctvoco.classify.losses` (docs/algorithms.md §3.3) against hand arithmetic."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ctvoco.classify.losses import (
     task_targets,
 )
 from ctvoco.errors import UserError
-from ctvoco.schema import CLASS_WEIGHTS, PREDICTION_COLUMNS, TARGET_CLASSES, TARGETS
+from ctvoco.labels import CLASS_WEIGHTS, PREDICTION_COLUMNS, TARGET_CLASSES, TARGETS
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -142,7 +142,9 @@ def test_mean_class_weights_of_a_prevalence():
 
 
 def test_head_loss_unknown_reduction_raises_user_error():
-    with pytest.raises(UserError, match="loss_reduction"):
+    with pytest.raises(
+        UserError, match=r"^reduction must be one of metric, mean, weighted_mean; got 'sum'"
+    ):
         head_loss("bowel", torch.zeros(2, 1), torch.tensor([0, 1]), "sum")
 
 
@@ -188,7 +190,7 @@ def test_rest_organs_excludes_extravasation():
 
 @pytest.mark.parametrize("task", ["bogus", "", "organs", "All", "any_injury"])
 def test_unknown_task_raises_user_error(task):
-    with pytest.raises(UserError, match=r"model\.task"):
+    with pytest.raises(UserError, match=r"^task must be one of all, rest_organs"):
         task_targets(task)
 
 

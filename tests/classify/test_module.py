@@ -16,16 +16,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from ctvoco.classify.losses import probabilities
 from ctvoco.classify.module import (
-    TTA_FLIPS,
     InjuryClassifier,
-    freeze_backbone_stages,
-    score_predictions,
     task_score,
 )
+from ctvoco.classify.spec import InferenceSpec
+from ctvoco.classify.tta import TTA_FLIPS
+from ctvoco.classify.views import SliceStackViews
 from ctvoco.errors import DataError, UserError
-from ctvoco.metrics import aggregate_predictions, labels_from_classes, rsna_score
+from ctvoco.labels import PREDICTION_COLUMNS, TARGETS, aggregate_predictions, labels_from_classes
+from ctvoco.metrics import rsna_score, score_predictions
 from ctvoco.models.backbone import create_backbone
-from ctvoco.schema import PREDICTION_COLUMNS, TARGETS
+from ctvoco.models.freezing import freeze_backbone_stages
+from ctvoco.preprocessing.pipeline import PreprocessConfig
+from tests.training.module_args import build
 
 S, SIZE = 3, 32
 """Slices per stack and slice side of the in-memory batches."""
@@ -105,7 +108,7 @@ def _trainer(**kwargs) -> pl.Trainer:
 
 def _module(**kwargs) -> InjuryClassifier:
     torch.manual_seed(kwargs.pop("seed", 0))
-    return InjuryClassifier(**{**TINY, **kwargs})
+    return build(InjuryClassifier, **{**TINY, **kwargs})
 
 
 def _snapshot(module: InjuryClassifier) -> dict[str, torch.Tensor]:
@@ -223,16 +226,16 @@ def test_imagenet_init_from_local_weights(tmp_path):
 
 @pytest.mark.parametrize("init", ["bogus", "voco", "voco:", "random:/tmp/x.pt", "imagenet:x", ""])
 def test_unknown_init_raises_user_error(init):
-    with pytest.raises(UserError, match=r"model\.init"):
+    with pytest.raises(UserError, match=r"^init must be random, imagenet or voco:<path>"):
         _module(init=init)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"task": "organs"}, r"model\.task"),
-        ({"sequence": "rnn"}, r"model\.sequence"),
-        ({"slice_pooling": "sum"}, r"model\.slice_pooling"),
+        ({"task": "organs"}, r"^task must be one of"),
+        ({"sequence": "rnn"}, r"^sequence must be one of lstm, gru"),
+        ({"slice_pooling": "sum"}, r"^slice_pooling must be one of max, mean"),
         ({"backbone": "no_such_timm_model_xyz"}, "unknown timm backbone"),
     ],
 )
@@ -563,15 +566,17 @@ def test_non_integer_ids_raise_user_error():
 
 # --------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_keeps_weights_and_hparams(tmp_path, caplog):
-    module = _module(lr=1e-3, prevalence=[0.5] * 13, data_config={"views": {"crop": SIZE}})
+    spec = InferenceSpec(PreprocessConfig(), SliceStackViews.plain(crop=SIZE), (0.5,) * 13)
+    module = _module(lr=1e-3, inference=spec)
     trainer = _trainer(max_steps=1)
     trainer.fit(module, train_dataloaders=DataLoader(_train_set(), batch_size=2))
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     with caplog.at_level(logging.WARNING):
         loaded = InjuryClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    assert loaded.hparams.prevalence == [0.5] * 13
-    assert loaded.hparams.data_config == {"views": {"crop": SIZE}}
+    assert loaded.inference == spec
+    assert loaded.inference.prevalence == (0.5,) * 13
+    assert loaded.inference.views.crop == SIZE
     for key, value in module.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     x = _images()

@@ -1,4 +1,4 @@
-"""Tests of :class:`ctvoco.classify.net.InjuryNet` (ALGORITHMS.md §3.2) with tiny timm models."""
+"""Tests of :class:`ctvoco.classify.net.InjuryNet` (docs/algorithms.md §3.2) with tiny timm models."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from ctvoco.classify.net import AttentionPool, InjuryNet, head_sizes
 from ctvoco.errors import UserError
+from ctvoco.labels import TARGETS
 from ctvoco.models.backbone import SliceEncoder, create_backbone
-from ctvoco.schema import TARGETS
 
 EXPECTED_HEADS = {"bowel": 1, "extravasation": 1, "kidney": 3, "liver": 3, "spleen": 3}
 
@@ -74,10 +74,10 @@ def test_backward_reaches_every_parameter():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"sequence": "transformer"}, r"model\.sequence"),
-        ({"sequence": "LSTM"}, r"model\.sequence"),
-        ({"pooling": "min"}, r"model\.slice_pooling"),
-        ({"pooling": ""}, r"model\.slice_pooling"),
+        ({"sequence": "transformer"}, r"^sequence must be one of lstm, gru"),
+        ({"sequence": "LSTM"}, r"^sequence must be one of lstm, gru"),
+        ({"pooling": "min"}, r"^pooling must be one of max, mean, attention"),
+        ({"pooling": ""}, r"^pooling must be one of max, mean, attention"),
     ],
 )
 def test_invalid_options_raise_user_error(kwargs, match):

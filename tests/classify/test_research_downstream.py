@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -9,8 +11,10 @@ from hydra import compose, initialize_config_module
 from torch.utils.data import DataLoader
 
 from ctvoco.classify.losses import probabilities
-from ctvoco.classify.module import RESEARCH_TTA_FLIPS, TTA_FLIPS, InjuryClassifier
+from ctvoco.classify.module import InjuryClassifier
+from ctvoco.classify.tta import RESEARCH_TTA_FLIPS, TTA_FLIPS
 from ctvoco.errors import UserError
+from ctvoco.training.schedules import CyclicCosine
 from tests.classify.test_module import _images, _module, _train_set, _trainer
 
 AXES = {"z": 1, "h": -2, "w": -1}
@@ -65,7 +69,7 @@ def test_default_tta_flips_are_the_four_in_plane_flips() -> None:
 
 @pytest.mark.parametrize("flips", [[["x"]], [["z", "z"]], [], "zhw", [[], "z"], [[1]]])
 def test_bad_tta_flips_are_a_user_error(flips) -> None:
-    with pytest.raises(UserError, match=r"model\.module\.tta_flips"):
+    with pytest.raises(UserError, match=r"^tta_flips must be a non-empty list of flips"):
         _module(tta_flips=flips)
 
 
@@ -80,7 +84,8 @@ class LrRecorder(pl.Callback):
 
 def test_cyclic_cosine_returns_to_the_peak_at_twice_the_half_period() -> None:
     lr, half, floor = 1e-3, 2, 0.1
-    module = _module(lr=lr, lr_schedule="cyclic_cosine", lr_half_period=half, min_lr_ratio=floor)
+    cyclic = functools.partial(CyclicCosine, half_period=half, min_lr_ratio=floor)
+    module = _module(lr=lr, scheduler=cyclic)
     recorder = LrRecorder()
     _trainer(max_steps=9, callbacks=[recorder]).fit(
         module, train_dataloaders=DataLoader(_train_set(n=4), batch_size=1)
@@ -104,8 +109,14 @@ def test_default_schedule_is_the_warmup_cosine_over_the_run() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"lr_schedule": "step"}, r"model\.module\.lr_schedule"),
-        ({"lr_schedule": "cyclic_cosine", "lr_half_period": 0}, "lr_half_period"),
+        (
+            {"scheduler": {"_target_": "ctvoco.training.schedules.Step"}},
+            r"scheduler\._target_='ctvoco\.training\.schedules\.Step' does not exist",
+        ),
+        (
+            {"scheduler": functools.partial(CyclicCosine, half_period=0)},
+            r"scheduler\.half_period=0",
+        ),
     ],
 )
 def test_bad_schedule_options_are_user_errors(kwargs, match) -> None:
@@ -121,12 +132,14 @@ def test_rsna_voco_takes_the_research_schedule_and_tta() -> None:
             overrides=["+experiment=rsna_voco", "pretrained=/tmp/b.pt", "paths.output_dir=/tmp/x"],
         )
     module = cfg.model.module
-    assert (module.lr_schedule, module.lr_half_period, module.min_lr_ratio) == (
-        "cyclic_cosine",
+    schedule = module.scheduler
+    assert (schedule._target_, schedule.half_period, schedule.min_lr_ratio) == (
+        "ctvoco.training.schedules.CyclicCosine",
         5000,
         0.1,
     )
-    assert (module.lr, module.weight_decay, module.warmup_steps) == (1.25e-4, 1e-5, 0)
+    optimizer = module.optimizer
+    assert (optimizer.lr, optimizer.weight_decay, schedule.warmup_steps) == (1.25e-4, 1e-5, 0)
     assert module.tta is True
     assert [tuple(f) for f in module.tta_flips] == list(RESEARCH_TTA_FLIPS)
 
@@ -135,5 +148,6 @@ def test_classifier_defaults_keep_the_run_cosine_and_in_plane_flips() -> None:
     with initialize_config_module(config_module="ctvoco.conf", version_base="1.3"):
         cfg = compose(config_name="finetune", overrides=["paths.output_dir=/tmp/x"])
     module = cfg.model.module
-    assert (module.lr_schedule, module.lr_half_period) == ("cosine", 5000)
+    assert module.scheduler._target_ == "ctvoco.training.schedules.WarmupCosine"
+    assert "half_period" not in module.scheduler
     assert [list(f) for f in module.tta_flips] == [[], ["w"], ["h"], ["h", "w"]]

@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from ctvoco.errors import DataError
-from ctvoco.metrics import labels_from_classes, rsna_score
-from ctvoco.schema import PREDICTION_COLUMNS, TARGET_CLASSES, TARGETS, target_columns
+from ctvoco.labels import (
+    PREDICTION_COLUMNS,
+    TARGET_CLASSES,
+    TARGETS,
+    labels_from_classes,
+    target_columns,
+)
+from ctvoco.metrics import rsna_score
 
 COLUMNS = list(PREDICTION_COLUMNS)
 
@@ -125,7 +131,7 @@ def test_factors_survive_a_checkpoint_round_trip(tmp_path):
 
 def test_the_search_scores_exactly_as_the_metric_does():
     from ctvoco.classify.scaling import _score_of_log_factors, apply_scaling
-    from ctvoco.metrics import aggregate_predictions
+    from ctvoco.labels import aggregate_predictions
 
     oof, labels = synthetic_oof(n=40, seed=3)
     second = oof.iloc[:10].copy()  # a second series for ten patients

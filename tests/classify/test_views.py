@@ -1,4 +1,4 @@
-"""Tests of :class:`ctvoco.classify.views.SliceStackViews` (ALGORITHMS.md §3.1, §3.6)."""
+"""Tests of :class:`ctvoco.classify.views.SliceStackViews` (docs/algorithms.md §3.1, §3.4)."""
 
 from __future__ import annotations
 

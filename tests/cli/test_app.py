@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ctvoco.cli.app import (
-    EXIT_USER_ERROR,
-    child_command,
-    config_error_sentence,
-    ensure_writable_dir,
-    hydra_app,
-)
+from ctvoco.cli.app import hydra_app
 from ctvoco.cli.components import check_targets, wandb_mode
+from ctvoco.cli.jobs import child_command
+from ctvoco.cli.run_setup import ensure_writable_dir
+from ctvoco.cli.user_errors import EXIT_USER_ERROR, config_error_sentence
 from ctvoco.errors import UserError
 
 
@@ -87,7 +84,7 @@ def test_bad_seed_is_a_user_error_naming_seed(seed, monkeypatch, tmp_path, capsy
 
 def test_seed_without_a_trainer_does_not_load_torch(tmp_path) -> None:
     code = (
-        "import random, sys; from ctvoco.cli.app import seed_everything; "
+        "import random, sys; from ctvoco.cli.run_setup import seed_everything; "
         "seed_everything(5, with_torch=False); a = random.random(); "
         "seed_everything(5, with_torch=False); assert random.random() == a; "
         "print('torch' in sys.modules)"
@@ -268,11 +265,21 @@ def _task_must_not_run(cfg) -> None:
 
 WRONG_TYPES = [
     ("finetune", ["trainer.max_steps=abc"], "trainer.max_steps=abc", "an integer"),
-    ("finetune", ["model.module.lr=abc"], "model.module.lr=abc", "a number"),
+    (
+        "finetune",
+        ["model.module.scheduler.min_lr_ratio=abc"],
+        "model.module.scheduler.min_lr_ratio=abc",
+        "a number",
+    ),
     ("finetune", ["data.batch_size=abc"], "data.batch_size=abc", "an integer"),
     ("finetune", ["data.fold=abc"], "data.fold=abc", "an integer or null"),
     ("finetune", ["trainer.max_steps=1.5"], "trainer.max_steps=1.5", "an integer"),
-    ("pretrain", ["model.module.lr=abc"], "model.module.lr=abc", "a number"),
+    (
+        "pretrain",
+        ["model.module.scheduler.min_lr_ratio=abc"],
+        "model.module.scheduler.min_lr_ratio=abc",
+        "a number",
+    ),
     ("pretrain", ["trainer.enable_progress_bar=abc"], "trainer.enable_progress_bar=abc", "true"),
     ("preprocess", ["num_workers=abc"], "num_workers=abc", "an integer"),
     ("predict", ["checkpoint=a.ckpt", "input=x", "batch_size=abc"], "batch_size=abc", "an integer"),
@@ -315,7 +322,7 @@ SHIPPED_CONFIGS = [
 def test_shipped_configs_pass_the_type_check(config, overrides) -> None:
     from hydra import compose, initialize_config_module
 
-    from ctvoco.cli.app import check_config_types
+    from ctvoco.cli.config_types import check_config_types
 
     with initialize_config_module("ctvoco.conf", version_base="1.3"):
         check_config_types(compose(config, overrides), config)

@@ -137,9 +137,17 @@ def test_wrong_type_override_is_one_line(script, override, expected, tmp_path: P
 @pytest.mark.parametrize(
     ("script", "override", "key"),
     [
-        ("ctvoco-finetune", "model.module.lr=-0.001", "model.module.lr=-0.001"),
-        ("ctvoco-finetune", "model.module.weight_decay=-1", "model.module.weight_decay=-1"),
-        ("ctvoco-pretrain", "model.module.lr=0", "model.module.lr=0"),
+        (
+            "ctvoco-finetune",
+            "model.module.optimizer.lr=-0.001",
+            "model.module.optimizer.lr=-0.001",
+        ),
+        (
+            "ctvoco-finetune",
+            "model.module.optimizer.weight_decay=-1",
+            "model.module.optimizer.weight_decay=-1",
+        ),
+        ("ctvoco-pretrain", "model.module.optimizer.lr=0", "model.module.optimizer.lr=0"),
     ],
 )
 def test_bad_optimiser_setting_stops_before_any_work(script, override, key, tmp_path: Path):

@@ -292,7 +292,42 @@ def test_classifier_optuna_search_optimises_the_validation_score(tiny_cohort, tm
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == min(scores)
     assert set(best.best_params) == {
-        "model.module.lr",
-        "model.module.weight_decay",
+        "model.module.optimizer.lr",
+        "model.module.optimizer.weight_decay",
         "model.module.dropout",
     }
+
+
+def test_another_launcher_runs_jobs_in_its_own_way_and_still_scores_them(tmp_path: Path):
+    """``hydra/launcher=basic``: the jobs run in the sweep's process, Optuna gets each value."""
+    program = tmp_path / "scoring.py"
+    program.write_text(SCORING_PROGRAM)
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(program),
+            "-m",
+            "hydra/launcher=basic",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.direction=minimize",
+            "hydra.sweeper.sampler.seed=3",
+            "+optimized_metric=val/score",
+            "n_patients=range(1,100)",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    pids = {int(pid) for _, pid in RUN_DIR_LINE.findall(result.stderr + result.stdout)}
+    assert len(pids) == 1, "both jobs ran in the sweep's own process"
+    values = [
+        (OmegaConf.load(sweep / job / "config.yaml").n_patients - 37) ** 2 / 100.0 for job in "01"
+    ]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == min(values)

@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
+from ctvoco.labels import PREDICTION_COLUMNS, TARGETS, target_columns
 from ctvoco.metrics import rsna_score
-from ctvoco.schema import PREDICTION_COLUMNS, TARGETS, target_columns
 
 BIN = Path(sys.executable).parent
 TINY_PRETRAIN = [
     "model.module.backbone=test_efficientnet",
     "model.module.head_hidden=64",
     "model.module.head_out=32",
-    "model.module.warmup_steps=2",
+    "model.module.scheduler.warmup_steps=2",
     "model.views.crop_size=16",
     "model.views.grid=2",
     "model.views.num_slices=4",

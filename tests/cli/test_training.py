@@ -117,7 +117,7 @@ def save_module_checkpoint(module, path: Path) -> Path:
 def program_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A real Lightning checkpoint of each training program's module."""
     from ctvoco.classify import InjuryClassifier
-    from ctvoco.voco import VoCoPretrainer
+    from ctvoco.voco import VoCoPretrainer, VoCoViews
 
     root = tmp_path_factory.mktemp("program_checkpoints")
     return {
@@ -126,7 +126,10 @@ def program_checkpoints(tmp_path_factory) -> dict[str, Path]:
         ),
         "pretrain": save_module_checkpoint(
             VoCoPretrainer(
-                backbone="test_efficientnet", crop_size=32, grid=2, head_hidden=32, head_out=16
+                backbone="test_efficientnet",
+                views=VoCoViews(crop_size=32, grid=2),
+                head_hidden=32,
+                head_out=16,
             ),
             root / "pretrain.ckpt",
         ),
@@ -241,12 +244,11 @@ def test_last_with_only_truncated_checkpoints_is_one_line(program_checkpoints, t
 
 def test_validation_views_take_the_centre_crop_without_any_augmentation() -> None:
     from ctvoco.classify import SliceStackViews
-    from ctvoco.cli.training import without_augmentation
     from ctvoco.voco import VoCoViews
 
-    val = without_augmentation(SliceStackViews())
+    val = SliceStackViews().for_eval()
     assert val == SliceStackViews.plain(), val
     assert val.random_crop is False
-    voco = without_augmentation(VoCoViews(contrast_jitter=0.2, noise_std=2.0, flip_prob=0.5))
+    voco = VoCoViews(contrast_jitter=0.2, noise_std=2.0, flip_prob=0.5).for_eval()
     assert (voco.contrast_jitter, voco.noise_std, voco.flip_prob) == (0.0, 0.0, 0.0)
     assert voco.num_random == VoCoViews().num_random

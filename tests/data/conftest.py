@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctvoco.schema import LABEL_COLUMNS, TARGET_CLASSES, TARGETS
+from ctvoco.labels import LABEL_COLUMNS, TARGET_CLASSES, TARGETS
 from tests.conftest import TINY_SHAPE
 
 PREPROCESS = {"shape": list(TINY_SHAPE)}

@@ -17,8 +17,8 @@ from ctvoco.data import ConcatDataModule, RSNADataModule
 from ctvoco.data.folds import folds_path
 from ctvoco.data.rsna import read_rsna_labels
 from ctvoco.errors import UserError
+from ctvoco.labels import TARGET_CLASSES, TARGETS
 from ctvoco.preprocessing import PreprocessConfig
-from ctvoco.schema import TARGET_CLASSES, TARGETS
 from tests.conftest import TINY_SHAPE
 from tests.data.conftest import (
     copy_cache,
@@ -62,16 +62,16 @@ def classify_fold0(tiny_cohort, rsna_cache) -> RSNADataModule:
     [
         (
             {"purpose": "finetune"},
-            r"data.purpose must be one of classify, pretrain; got 'finetune'",
+            r"^purpose must be one of classify, pretrain; got 'finetune'",
         ),
-        ({"fold": 5}, r"data.fold must be in 0..4 \(or null\); got 5"),
-        ({"fold": -1}, r"data.fold must be in 0..4"),
-        ({"fold": 2, "n_folds": 2}, r"data.fold must be in 0..1"),
-        ({"exclude_folds": [0, 7]}, r"data.exclude_folds must be in 0..4; got \[7\]"),
-        ({"train_fraction": 0.0}, r"data.train_fraction must be in \(0, 1\]; got 0.0"),
-        ({"train_fraction": 1.5}, r"data.train_fraction must be in \(0, 1\]"),
-        ({"val_fraction": 1.0}, r"data.val_fraction must be in \[0, 1\); got 1.0"),
-        ({"batch_size": 0}, r"data.batch_size must be at least 1; got 0"),
+        ({"fold": 5}, r"^fold must be in 0..4 \(or null\); got 5"),
+        ({"fold": -1}, r"^fold must be in 0..4"),
+        ({"fold": 2, "n_folds": 2}, r"^fold must be in 0..1"),
+        ({"exclude_folds": [0, 7]}, r"^exclude_folds must be in 0..4; got \[7\]"),
+        ({"train_fraction": 0.0}, r"^train_fraction must be in \(0, 1\]; got 0.0"),
+        ({"train_fraction": 1.5}, r"^train_fraction must be in \(0, 1\]"),
+        ({"val_fraction": 1.0}, r"^val_fraction must be in \[0, 1\); got 1.0"),
+        ({"batch_size": 0}, r"^batch_size must be at least 1; got 0"),
         ({"preprocess": {"shape": [16, 64]}}, r"preprocess.shape must be three positive sizes"),
         ({"preprocess": {"size": 3}}, r"unknown preprocess option\(s\) size"),
     ],
@@ -87,7 +87,7 @@ def test_flare_cannot_classify(tiny_cohort, tmp_path: Path) -> None:
 
 
 def test_concat_needs_members() -> None:
-    with pytest.raises(UserError, match=r"data\.members is empty"):
+    with pytest.raises(UserError, match=r"^members is empty"):
         ConcatDataModule(members={})
 
 

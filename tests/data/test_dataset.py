@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ctvoco.cache import VolumeCache
 from ctvoco.data import CachedVolumeDataset, SeededSampler, WholeVolume, sample_seed
-from ctvoco.schema import TARGETS
+from ctvoco.labels import TARGETS
 
 SHAPE = (4, 8, 8)
 

@@ -114,7 +114,7 @@ def test_unreadable_folder_is_a_failing_source_not_skipped(
 
 
 def test_unreadable_folder_key_is_a_valid_cache_key(tmp_path: Path, monkeypatch) -> None:
-    from ctvoco.cache.volume_cache import check_key
+    from ctvoco.io.series import check_key
 
     (tmp_path / "odd name [1]").mkdir()
     deny_scandir(monkeypatch, tmp_path / "odd name [1]")

@@ -85,7 +85,7 @@ def test_series_counts_missing_patients_default_to_one(labels, series_counts) ->
 
 @pytest.mark.parametrize("n_folds", [1, 0, -3])
 def test_too_few_folds_is_a_user_error(labels, n_folds: int) -> None:
-    with pytest.raises(UserError, match=rf"data.n_folds must be at least 2; got {n_folds}"):
+    with pytest.raises(UserError, match=rf"^n_folds must be at least 2; got {n_folds}"):
         make_folds(labels, n_folds=n_folds)
 
 

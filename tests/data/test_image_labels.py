@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctvoco.cache.builder import SeriesSource, process_series
+from ctvoco.cache.builder import process_series
 from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.data.image_labels import (
     attach_slice_labels,
@@ -16,8 +16,9 @@ from ctvoco.data.image_labels import (
     slice_targets,
 )
 from ctvoco.errors import DataError
-from ctvoco.io.dicom_writer import SeriesTags, write_dicom_series
+from ctvoco.io.series import SeriesSource
 from ctvoco.preprocessing.pipeline import PreprocessConfig
+from ctvoco.synth.dicom_writer import SeriesTags, write_dicom_series
 from tests.conftest import body_phantom
 
 HEADER = "patient_id,series_id,instance_number,injury_name\n"

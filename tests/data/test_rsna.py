@@ -14,7 +14,7 @@ import pytest
 
 from ctvoco.data.rsna import parse_id, read_rsna_labels, read_series_meta, rsna_series
 from ctvoco.errors import DataError, UserError
-from ctvoco.schema import LABEL_COLUMNS, PREDICTION_COLUMNS
+from ctvoco.labels import LABEL_COLUMNS, PREDICTION_COLUMNS
 from tests.data.conftest import label_row, write_csv
 
 VALID_ROWS = [
@@ -283,7 +283,7 @@ def test_missing_images_dir_says_how_to_get_the_data(tmp_path: Path, split: str)
 
 def test_unknown_split_is_a_user_error(tmp_path: Path) -> None:
     make_tree(tmp_path, "train", ["1/2"])
-    with pytest.raises(UserError, match=r"data.split must be one of train, test; got 'val'"):
+    with pytest.raises(UserError, match=r"^split must be one of train, test; got 'val'"):
         rsna_series(tmp_path, "val")
 
 

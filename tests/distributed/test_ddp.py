@@ -25,11 +25,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import default_collate
 
-from ctvoco.classify import InjuryClassifier, SliceStackViews
+from ctvoco.classify import InferenceSpecFromData, InjuryClassifier, SliceStackViews
+from ctvoco.classify.module import DEFAULT_OPTIMIZER as CLASSIFIER_OPTIMIZER
 from ctvoco.data.sampling import SeededSampler
-from ctvoco.schema import PREDICTION_COLUMNS
+from ctvoco.labels import PREDICTION_COLUMNS
+from ctvoco.training.optim import with_settings
 from ctvoco.voco import VoCoPretrainer, VoCoViews
 from ctvoco.voco.losses import inter_volume_loss
+from ctvoco.voco.module import DEFAULT_OPTIMIZER as VOCO_OPTIMIZER
+from ctvoco.voco.module import DEFAULT_SCHEDULER as VOCO_SCHEDULER
 from tests.distributed.conftest import rsna_datamodule
 
 WORLD = 2
@@ -37,19 +41,21 @@ BATCH = 2
 STEPS = 2
 VOCO = {
     "backbone": "test_efficientnet",
-    "crop_size": 16,
-    "grid": 2,
-    "num_random": 2,
+    "views": VoCoViews(grid=2, crop_size=16, num_random=2),
     "head_hidden": 32,
     "head_out": 16,
     "dropout": 0.0,  # deterministic student: the reference below recomputes the step
-    "lr": 1e-3,
-    "warmup_steps": 1,
+    "optimizer": with_settings(VOCO_OPTIMIZER, lr=1e-3),
+    "scheduler": with_settings(VOCO_SCHEDULER, warmup_steps=1),
     "momentum": 0.5,
     "momentum_schedule": "constant",
 }
 VOCO_VIEWS = {"grid": 2, "crop_size": 16, "num_random": 2, "num_slices": 2, "depth": 8}
-CLASSIFIER = {"backbone": "test_efficientnet", "hidden": 8, "lr": 1e-3}
+CLASSIFIER = {
+    "backbone": "test_efficientnet",
+    "hidden": 8,
+    "optimizer": with_settings(CLASSIFIER_OPTIMIZER, lr=1e-3),
+}
 
 
 # ----------------------------------------------------------------------- rank recorders
@@ -323,8 +329,14 @@ def test_ddp_validation_score_equals_the_single_process_score(tiny_cohort, ddp_c
         )
 
     pl.seed_everything(0, verbose=False)
-    trainer = cpu_trainer(devices=1, max_epochs=1, limit_val_batches=0)
-    trainer.fit(InjuryClassifier(**CLASSIFIER), datamodule=fold_data())
+    training_data = fold_data()
+    trainer = cpu_trainer(
+        devices=1,
+        max_epochs=1,
+        limit_val_batches=0,
+        callbacks=[InferenceSpecFromData(training_data)],
+    )
+    trainer.fit(InjuryClassifier(**CLASSIFIER), datamodule=training_data)
     checkpoint = tmp_path / "classifier.ckpt"
     trainer.save_checkpoint(checkpoint)
 
@@ -386,7 +398,7 @@ TINY_PRETRAIN = [
     "model.module.backbone=test_efficientnet",
     "model.module.head_hidden=64",
     "model.module.head_out=32",
-    "model.module.warmup_steps=2",
+    "model.module.scheduler.warmup_steps=2",
     "model.views.crop_size=16",
     "model.views.grid=2",
     "model.views.num_slices=4",

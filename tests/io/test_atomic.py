@@ -115,3 +115,68 @@ def test_every_file_the_package_writes_goes_through_the_atomic_helper() -> None:
     sources += sorted((PACKAGE.parent.parent / "benchmarks").glob("*.py"))
     found = [line for path in sources for line in _in_place_writes(path)]
     assert not found, "\n".join(found)
+
+
+# Calls that move a finished temporary file over its final name, or make one.
+RENAMES = {("os", "replace"), ("os", "rename"), ("shutil", "move")}
+
+
+def _renames(source: str) -> list[int]:
+    """Lines of ``source`` that rename files or make temporary files by hand.
+
+    ``os.replace`` / ``os.rename`` / ``shutil.move``, ``tempfile`` in any form, and
+    ``<path>.replace(<target>)`` / ``<path>.rename(<target>)`` with one argument (the
+    :class:`pathlib.Path` methods; ``str.replace`` takes two).
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            if any(n.split(".")[0] == "tempfile" for n in names):
+                found.append(node.lineno)
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+        if (owner, node.func.attr) in RENAMES or (
+            node.func.attr in ("replace", "rename") and len(node.args) == 1 and owner != "os"
+        ):
+            found.append(node.lineno)
+    return found
+
+
+def test_the_rename_finder_finds_hand_written_atomic_writes() -> None:
+    source = (
+        "import os, tempfile\n"
+        "def save(path, text):\n"
+        "    tmp = path.with_suffix('.tmp')\n"
+        "    tmp.write_text(text)\n"
+        "    tmp.replace(path)\n"
+        "    os.replace(tmp, path)\n"
+        "    name = str(path).replace('a', 'b')\n"
+    )
+    assert _renames(source) == [1, 5, 6]
+
+
+def test_only_the_atomic_helper_renames_files() -> None:
+    found = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := _renames(path.read_text()))
+    }
+    atomic = found.pop("io/atomic.py", [])
+    assert found == {}
+    assert len(atomic) == 1  # the one rename, inside atomic_write
+
+
+@pytest.mark.parametrize(
+    "helper", ["write_text_atomic", "write_bytes_atomic", "write_csv_atomic", "torch_save_atomic"]
+)
+def test_every_write_helper_is_built_on_atomic_write(helper: str) -> None:
+    tree = ast.parse((PACKAGE / "io" / "atomic.py").read_text())
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == helper)
+    calls = {
+        n.func.id
+        for n in ast.walk(function)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    assert "atomic_write" in calls

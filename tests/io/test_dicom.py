@@ -1,4 +1,4 @@
-"""Tests for ctvoco.io.dicom (reader) and ctvoco.io.dicom_writer, end to end on real files."""
+"""Tests for ctvoco.io.dicom (reader) and ctvoco.synth.dicom_writer, end to end on real files."""
 
 from __future__ import annotations
 
@@ -22,31 +22,12 @@ from pydicom.uid import (
 
 from ctvoco.errors import DataError, UserError
 from ctvoco.io.dicom import read_dicom_series, series_files, sign_extend
-from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
+from ctvoco.synth.dicom_writer import SeriesTags, new_uid, write_dicom_series
+from tests.conftest import small_phantom
 
 SHAPE = (12, 48, 56)
 SPACING = (2.5, 0.8, 0.7)  # (z, y, x) mm
 ORIGIN = (-200.0, -180.0, 0.0)
-
-
-def phantom(shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> np.ndarray:
-    """Canonical int16 HU: body ellipse, posterior spine, right-side and cranial markers, table.
-
-    Slice 0 is cranial, row 0 anterior, column 0 the patient's right; small noise makes any
-    flip or permutation visible voxel by voxel.
-    """
-    _, h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    hu = np.full(shape, -1000, dtype=np.int16)
-    body = ((yy - 0.45 * h) / (0.33 * h)) ** 2 + ((xx - 0.5 * w) / (0.42 * w)) ** 2 <= 1
-    hu[:, body] = 40
-    hu[:, (yy - 0.65 * h) ** 2 + (xx - 0.5 * w) ** 2 <= 16] = 700  # spine, posterior
-    hu[:, (yy - 0.4 * h) ** 2 + (xx - 0.2 * w) ** 2 <= 16] = 200  # patient's right
-    hu[:2, (yy - 0.3 * h) ** 2 + (xx - 0.6 * w) ** 2 <= 9] = 120  # cranial end
-    table = int(0.9 * h)
-    hu[:, table : table + 2, int(0.1 * w) : int(0.9 * w)] = 0
-    noise = np.random.default_rng(seed).integers(-5, 6, size=shape)
-    return (hu + noise).astype(np.int16)
 
 
 def make_tags(name: str = "a", **kwargs) -> SeriesTags:
@@ -63,7 +44,7 @@ def write_series(
 ) -> list[Path]:
     tag_kwargs = {k: kwargs.pop(k) for k in ("rescale_slope", "rescale_intercept") if k in kwargs}
     kwargs.setdefault("origin", ORIGIN)
-    hu = phantom() if hu is None else hu
+    hu = small_phantom() if hu is None else hu
     return write_dicom_series(hu, folder, SPACING, make_tags(name, **tag_kwargs), **kwargs)
 
 
@@ -126,7 +107,7 @@ def test_round_trip(tmp_path, kwargs, dtype, atol):
     kwargs = dict(kwargs)
     if kwargs.pop("shuffle", False):
         kwargs["shuffle_names"] = np.random.default_rng(3)
-    hu = phantom()
+    hu = small_phantom()
     paths = write_series(tmp_path / "series", hu, **kwargs)
     assert len(paths) == SHAPE[0]
     compressed = kwargs.get("compress", True)
@@ -158,7 +139,7 @@ def test_shuffled_names_carry_no_order(tmp_path):
     names = [p.name for p in paths]
     assert names != [f"{n}.dcm" for n in range(SHAPE[0], 0, -1)]
     assert sorted(names) != names
-    np.testing.assert_array_equal(read_dicom_series(tmp_path / "s").hu, phantom())
+    np.testing.assert_array_equal(read_dicom_series(tmp_path / "s").hu, small_phantom())
 
 
 def test_signed_12bit_is_stored_without_sign_extension(tmp_path):
@@ -169,13 +150,13 @@ def test_signed_12bit_is_stored_without_sign_extension(tmp_path):
     # -1000 HU (air) is 0xC18 in 12 bits: high bits clear, so the file is a real test case
     assert raw.max() <= 0x0FFF
     assert np.any(raw >= 0x0800)
-    np.testing.assert_array_equal(read_dicom_series(tmp_path / "s").hu, phantom())
+    np.testing.assert_array_equal(read_dicom_series(tmp_path / "s").hu, small_phantom())
 
 
 def test_monochrome1_pixels_are_stored_like_monochrome2(tmp_path):
     """Only the tag differs: the stored values are HU minus the intercept, not reversed."""
     paths = write_series(tmp_path / "s", photometric="MONOCHROME1", compress=False)
-    hu = phantom().astype(int)
+    hu = small_phantom().astype(int)
     for i in (0, 5):
         ds = pydicom.dcmread(paths[i])
         assert ds.PhotometricInterpretation == "MONOCHROME1"
@@ -194,7 +175,7 @@ MONOCHROME1_RANGE_CASES = [
 @pytest.mark.parametrize(("bits", "signed", "intercept"), MONOCHROME1_RANGE_CASES)
 def test_monochrome1_is_rescaled_not_inverted(tmp_path, bits, signed, intercept):
     """A file written by another tool: one uniform slice and slices of different contrast."""
-    hu = phantom()
+    hu = small_phantom()
     hu[3] = -1000  # a uniform slice
     hu[6] = np.clip(hu[6], -200, 300)  # a slice with another min/max than its neighbours
     folder = tmp_path / "s"
@@ -216,7 +197,7 @@ def test_random_file_names(tmp_path):
     write_series(folder, shuffle_names=np.random.default_rng(5))
     for path in list(folder.iterdir()):
         path.rename(folder / f"{uuid.uuid4()}.dcm")
-    np.testing.assert_array_equal(read_dicom_series(folder).hu, phantom())
+    np.testing.assert_array_equal(read_dicom_series(folder).hu, small_phantom())
 
 
 def test_files_without_extension_and_hidden_files(tmp_path):
@@ -226,7 +207,7 @@ def test_files_without_extension_and_hidden_files(tmp_path):
         path.rename(folder / uuid.uuid4().hex)
     (folder / ".DS_Store").write_bytes(b"\x00\x01not dicom")
     assert len(series_files(folder)) == SHAPE[0]
-    np.testing.assert_array_equal(read_dicom_series(folder).hu, phantom())
+    np.testing.assert_array_equal(read_dicom_series(folder).hu, small_phantom())
 
 
 # ------------------------------------------------------------------- orientation
@@ -274,7 +255,7 @@ def reorient_slice(
     ids=[c[0] for c in ORIENTATION_CASES],
 )
 def test_in_plane_orientation(tmp_path, row_cos, col_cos):
-    hu = phantom()
+    hu = small_phantom()
     folder = tmp_path / "s"
     paths = write_series(folder, hu, compress=False)
     row_cos, col_cos = np.array(row_cos, float), np.array(col_cos, float)
@@ -297,7 +278,7 @@ def test_in_plane_orientation(tmp_path, row_cos, col_cos):
 @pytest.mark.parametrize("normal_points", ["cranial", "caudal"])
 def test_slice_direction(tmp_path, normal_points, origin_z):
     """Positions increasing cranially (normal +z) or caudally (normal -z) give the same array."""
-    hu = phantom()
+    hu = small_phantom()
     folder = tmp_path / "s"
     paths = write_series(folder, hu, compress=False, origin=(ORIGIN[0], ORIGIN[1], origin_z))
     if normal_points == "caudal":
@@ -325,7 +306,7 @@ def test_small_tilt_is_a_warning(tmp_path):
             lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, np.cos(t), -np.sin(t)]),
         )
     volume = read_dicom_series(folder)
-    np.testing.assert_array_equal(volume.hu, phantom())
+    np.testing.assert_array_equal(volume.hu, small_phantom())
     assert any("tilted 10.0 degrees" in w for w in volume.warnings)
 
 
@@ -358,7 +339,7 @@ def test_orientation_differs_between_files(tmp_path):
 
 
 def test_instance_number_fallback(tmp_path):
-    hu = phantom()
+    hu = small_phantom()
     folder = tmp_path / "s"
     paths = write_series(folder, hu, shuffle_names=np.random.default_rng(2))
 
@@ -380,7 +361,7 @@ def test_instance_number_fallback(tmp_path):
 
 def test_instance_number_fallback_follows_instance_numbers(tmp_path):
     """Without positions the order is the InstanceNumber order, whatever it means."""
-    hu = phantom()
+    hu = small_phantom()
     folder = tmp_path / "s"
     paths = write_series(folder, hu, shuffle_names=np.random.default_rng(4))
     numbers = [int(pydicom.dcmread(p).InstanceNumber) for p in paths]
@@ -453,7 +434,7 @@ def test_duplicate_position_with_identical_pixels(tmp_path):
     shutil.copy(paths[5], folder / "copy.dcm")
     shutil.copy(paths[0], folder / "copy0.dcm")
     volume = read_dicom_series(folder)
-    np.testing.assert_array_equal(volume.hu, phantom())
+    np.testing.assert_array_equal(volume.hu, small_phantom())
     assert any("dropped 2 duplicate" in w for w in volume.warnings)
     assert len(volume.positions) == SHAPE[0]
 
@@ -463,7 +444,7 @@ def test_missing_slice(tmp_path):
     paths = write_series(folder)
     paths[6].unlink()
     volume = read_dicom_series(folder)
-    np.testing.assert_array_equal(volume.hu, np.delete(phantom(), 6, axis=0))
+    np.testing.assert_array_equal(volume.hu, np.delete(small_phantom(), 6, axis=0))
     assert volume.shape == (SHAPE[0] - 1, *SHAPE[1:])
     assert volume.spacing[0] == pytest.approx(SPACING[0])  # the median step, not the gap
     gaps = [w for w in volume.warnings if "gap" in w]
@@ -473,7 +454,7 @@ def test_missing_slice(tmp_path):
 
 def test_single_slice(tmp_path):
     folder = tmp_path / "s"
-    hu = phantom()[:1]
+    hu = small_phantom()[:1]
     write_series(folder, hu)
     volume = read_dicom_series(folder)
     np.testing.assert_array_equal(volume.hu, hu)
@@ -587,7 +568,7 @@ def test_empty_optional_tags_fall_back_like_missing_ones(tmp_path):
 
         edit(path, change)
     volume = read_dicom_series(folder)
-    np.testing.assert_array_equal(volume.hu, phantom())
+    np.testing.assert_array_equal(volume.hu, small_phantom())
     assert volume.spacing == pytest.approx((SPACING[0], 1.0, 1.0))
     assert any("no PixelSpacing" in w for w in volume.warnings)
     assert any("ordered by InstanceNumber" in w for w in volume.warnings)
@@ -815,7 +796,7 @@ def test_signed_ct_without_rescale_tags_reads_with_a_warning(tmp_path):
     paths = write_series(folder, compress=False, signed=True, rescale_intercept=0.0)
     without_rescale_tags(paths[:3])
     volume = read_dicom_series(folder)
-    np.testing.assert_array_equal(volume.hu, phantom())
+    np.testing.assert_array_equal(volume.hu, small_phantom())
     (warning,) = [w for w in volume.warnings if "Rescale" in w]
     assert warning.startswith(f"{folder}: 3 of {SHAPE[0]} files have no RescaleSlope"), warning
     assert "RescaleIntercept" in warning

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from ctvoco.io.dicom import read_dicom_series
-from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
+from ctvoco.synth.dicom_writer import SeriesTags, new_uid, write_dicom_series
 
 SHAPE = (4, 16, 20)
 SPACING = (2.0, 0.8, 0.8)

@@ -13,28 +13,13 @@ import pytest
 from ctvoco.errors import DataError
 from ctvoco.io.nifti import RAS_STORAGE, nifti_case_id, read_nifti, write_nifti
 from ctvoco.io.volume import CANONICAL_DIRECTIONS
+from tests.conftest import small_phantom
 
 SHAPE = (12, 48, 56)
 SPACING = (2.5, 0.8, 0.7)  # (z, y, x) mm, anisotropic
 ORIGIN_LPS = (12.0, -30.0, 85.0)
 
 X, Y, Z = np.eye(3)  # LPS unit vectors
-
-
-def phantom(shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> np.ndarray:
-    """Canonical int16 HU: body ellipse, posterior spine, right-side and cranial markers, table."""
-    _, h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    hu = np.full(shape, -1000, dtype=np.int16)
-    body = ((yy - 0.45 * h) / (0.33 * h)) ** 2 + ((xx - 0.5 * w) / (0.42 * w)) ** 2 <= 1
-    hu[:, body] = 40
-    hu[:, (yy - 0.65 * h) ** 2 + (xx - 0.5 * w) ** 2 <= 16] = 700  # spine, posterior
-    hu[:, (yy - 0.4 * h) ** 2 + (xx - 0.2 * w) ** 2 <= 16] = 200  # patient's right
-    hu[:2, (yy - 0.3 * h) ** 2 + (xx - 0.6 * w) ** 2 <= 9] = 120  # cranial end
-    table = int(0.9 * h)
-    hu[:, table : table + 2, int(0.1 * w) : int(0.9 * w)] = 0
-    noise = np.random.default_rng(seed).integers(-5, 6, size=shape)
-    return (hu + noise).astype(np.int16)
 
 
 # (name, storage directions: row a = LPS direction of stored axis a, nibabel axis codes)
@@ -64,7 +49,7 @@ def canonical_from_nibabel(path: Path) -> np.ndarray:
     ids=[c[0] for c in STORAGE_CASES],
 )
 def test_write_read_round_trip(tmp_path, directions, codes):
-    hu = phantom()
+    hu = small_phantom()
     path = write_nifti(
         hu, tmp_path / "case_0000.nii.gz", SPACING, directions=directions, origin_lps=ORIGIN_LPS
     )
@@ -88,7 +73,7 @@ def test_write_read_round_trip(tmp_path, directions, codes):
 
 
 def test_storage_really_differs_between_cases(tmp_path):
-    hu = phantom()
+    hu = small_phantom()
     affines, arrays = [], []
     for name, directions, _ in STORAGE_CASES:
         image = nib.load(write_nifti(hu, tmp_path / f"{name}.nii", SPACING, directions=directions))
@@ -103,7 +88,7 @@ def test_storage_really_differs_between_cases(tmp_path):
 
 
 def test_affine_origin_and_positions(tmp_path):
-    path = write_nifti(phantom(), tmp_path / "a.nii.gz", SPACING, origin_lps=ORIGIN_LPS)
+    path = write_nifti(small_phantom(), tmp_path / "a.nii.gz", SPACING, origin_lps=ORIGIN_LPS)
     affine = nib.load(path).affine
     np.testing.assert_allclose(affine[:3, 3], [-ORIGIN_LPS[0], -ORIGIN_LPS[1], ORIGIN_LPS[2]])
     volume = read_nifti(path)
@@ -114,7 +99,7 @@ def test_affine_origin_and_positions(tmp_path):
 
 def test_reads_an_external_ras_file(tmp_path):
     """A file written by plain nibabel (RAS+, x fastest) reads to the expected canonical array."""
-    hu = phantom()
+    hu = small_phantom()
     stored = hu[::-1, ::-1, ::-1].transpose(2, 1, 0)  # canonical -> RAS+ (x right, y ant, z up)
     affine = np.diag([SPACING[2], SPACING[1], SPACING[0], 1.0])
     path = tmp_path / "ext.nii.gz"
@@ -125,7 +110,7 @@ def test_reads_an_external_ras_file(tmp_path):
 
 
 def test_float_data_becomes_float32(tmp_path):
-    hu = phantom().astype(np.float64) + 0.25
+    hu = small_phantom().astype(np.float64) + 0.25
     path = tmp_path / "f.nii.gz"
     write_nifti(hu, path, SPACING)
     volume = read_nifti(path)
@@ -134,14 +119,14 @@ def test_float_data_becomes_float32(tmp_path):
 
 
 def test_scaled_int16_becomes_float32(tmp_path):
-    stored = phantom()[::-1, ::-1, ::-1].transpose(2, 1, 0)
+    stored = small_phantom()[::-1, ::-1, ::-1].transpose(2, 1, 0)
     image = nib.Nifti1Image(np.ascontiguousarray(stored), np.diag([0.7, 0.8, 2.5, 1.0]))
     image.header.set_slope_inter(0.5, -10.0)
     path = tmp_path / "scaled.nii"
     nib.save(image, path)
     volume = read_nifti(path)
     assert volume.hu.dtype == np.float32
-    np.testing.assert_allclose(volume.hu, phantom() * 0.5 - 10.0)
+    np.testing.assert_allclose(volume.hu, small_phantom() * 0.5 - 10.0)
 
 
 def test_oblique_affine_warns(tmp_path):
@@ -150,7 +135,7 @@ def test_oblique_affine_warns(tmp_path):
     affine = np.eye(4)
     affine[:3, :3] = rotation @ np.diag([0.7, 0.8, 2.5])
     path = tmp_path / "oblique.nii.gz"
-    nib.save(nib.Nifti1Image(phantom().transpose(2, 1, 0).copy(), affine), path)
+    nib.save(nib.Nifti1Image(small_phantom().transpose(2, 1, 0).copy(), affine), path)
     volume = read_nifti(path)
     assert any("oblique" in w for w in volume.warnings)
 
@@ -214,14 +199,14 @@ BROKEN_FILE_CASES = [
     ("name", "damage"), BROKEN_FILE_CASES, ids=[c[0] for c in BROKEN_FILE_CASES]
 )
 def test_broken_file(tmp_path, name, damage):
-    path = write_nifti(phantom(), tmp_path / f"{name}.nii.gz", SPACING)
+    path = write_nifti(small_phantom(), tmp_path / f"{name}.nii.gz", SPACING)
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError, match=rf"{name}\.nii\.gz: not a readable NIfTI file"):
         read_nifti(path)
 
 
 def test_corrupt_voxels_caught_by_gzip_crc(tmp_path):
-    path = write_nifti(phantom(), tmp_path / "bitrot.nii.gz", SPACING)
+    path = write_nifti(small_phantom(), tmp_path / "bitrot.nii.gz", SPACING)
     data = path.read_bytes()
     raw = bytearray(gzip.decompress(data))
     raw[len(raw) // 2] ^= 0x55  # one damaged voxel
@@ -235,7 +220,7 @@ def test_corrupt_voxels_caught_by_gzip_crc(tmp_path):
 
 
 def test_truncated_uncompressed(tmp_path):
-    path = write_nifti(phantom(), tmp_path / "cut.nii", SPACING)
+    path = write_nifti(small_phantom(), tmp_path / "cut.nii", SPACING)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DataError, match=r"cut\.nii: not a readable NIfTI file"):
         read_nifti(path)
@@ -247,7 +232,7 @@ def test_missing_file(tmp_path):
 
 
 def test_4d_singleton_is_squeezed(tmp_path):
-    hu = phantom()
+    hu = small_phantom()
     stored = hu[::-1, ::-1, ::-1].transpose(2, 1, 0)[..., None]  # (x, y, z, 1), RAS+
     path = tmp_path / "single_t.nii.gz"
     nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), np.diag([0.7, 0.8, 2.5, 1.0])), path)
@@ -271,7 +256,7 @@ def test_true_4d_is_an_error(tmp_path):
 )
 def test_one_slice_volume_is_read_like_a_one_slice_dicom_series(tmp_path, directions, name):
     """One slice stays a ``(1, H, W)`` volume, whichever stored axis holds the slice."""
-    hu = phantom()[4:5]
+    hu = small_phantom()[4:5]
     path = write_nifti(hu, tmp_path / f"{name}.nii.gz", SPACING, directions=directions)
     assert 1 in nib.load(path).shape
     volume = read_nifti(path)
@@ -281,7 +266,7 @@ def test_one_slice_volume_is_read_like_a_one_slice_dicom_series(tmp_path, direct
 
 
 def test_one_slice_with_a_singleton_fourth_axis(tmp_path):
-    hu = phantom()[:1]
+    hu = small_phantom()[:1]
     stored = hu[::-1, ::-1, ::-1].transpose(2, 1, 0)[..., None]  # (x, y, 1, 1), RAS+
     path = tmp_path / "one_t.nii.gz"
     nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), np.diag([0.7, 0.8, 2.5, 1.0])), path)
@@ -290,7 +275,7 @@ def test_one_slice_with_a_singleton_fourth_axis(tmp_path):
 
 def test_2d_image_is_one_slice(tmp_path):
     """A NIfTI image with two dimensions has an implicit third of size one (``dim[3] = 1``)."""
-    hu = phantom()[:1]
+    hu = small_phantom()[:1]
     stored = hu[0, ::-1, ::-1].T  # (x, y), RAS+
     path = tmp_path / "flat.nii"
     nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), np.diag([0.7, 0.8, 2.5, 1.0])), path)
@@ -311,7 +296,9 @@ def test_1d_is_an_error_saying_what_is_wrong(tmp_path):
 
 def test_values_that_cannot_be_hu_are_refused(tmp_path):
     """A volume stored as HU + 1024 (air at +24, the body above +1000) is not HU."""
-    path = write_nifti((phantom() + 1024).astype(np.int16), tmp_path / "shifted.nii.gz", SPACING)
+    path = write_nifti(
+        (small_phantom() + 1024).astype(np.int16), tmp_path / "shifted.nii.gz", SPACING
+    )
     with pytest.raises(DataError, match=r"shifted\.nii\.gz: .*not Hounsfield units"):
         read_nifti(path)
 
@@ -338,4 +325,4 @@ def test_degenerate_affine(tmp_path, name, affine):
 
 def test_write_nifti_rejects_degenerate_directions(tmp_path):
     with pytest.raises(ValueError, match="degenerate"):
-        write_nifti(phantom(), tmp_path / "x.nii", SPACING, directions=np.stack([X, X, Z]))
+        write_nifti(small_phantom(), tmp_path / "x.nii", SPACING, directions=np.stack([X, X, Z]))

@@ -10,24 +10,20 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss
 
-from ctvoco.metrics import (
-    EPS,
-    aggregate_predictions,
-    classes_from_labels,
-    labels_from_classes,
-    prevalence_predictions,
-    rsna_score,
-    target_auc,
-)
-from ctvoco.schema import (
+from ctvoco.labels import (
     CLASS_WEIGHTS,
     LABEL_COLUMNS,
     PREDICTION_COLUMNS,
     SCORE_COLUMNS,
     TARGET_CLASSES,
     TARGETS,
+    aggregate_predictions,
+    classes_from_labels,
+    labels_from_classes,
+    prevalence_predictions,
     target_columns,
 )
+from ctvoco.metrics import EPS, rsna_score, target_auc
 
 N_CLASSES = [len(TARGET_CLASSES[t]) for t in TARGETS]
 

@@ -1,4 +1,4 @@
-"""Tests for ctvoco.models.checkpoints: the checkpoint contract (ALGORITHMS.md §2.5)."""
+"""Tests for ctvoco.models.checkpoints: the checkpoint contract (docs/algorithms.md §2.5)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ctvoco.models.checkpoints import (
 from ctvoco.voco.export import BackboneExport
 from ctvoco.voco.module import VoCoPretrainer
 from ctvoco.voco.views import VoCoViews
+from tests.training.module_args import build
 
 BACKBONE = "test_efficientnet"  # classifier key: "classifier"
 
@@ -61,8 +62,14 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
         volume = rng.integers(0, 60, size=(6, 40, 40)).astype(np.uint8)
         volume[:, 8:32, 4:28] += 150
         samples.append(views(volume, rng))
-    module = VoCoPretrainer(
-        backbone=BACKBONE, crop_size=32, grid=2, head_hidden=32, head_out=16, warmup_steps=1
+    module = build(
+        VoCoPretrainer,
+        backbone=BACKBONE,
+        crop_size=32,
+        grid=2,
+        head_hidden=32,
+        head_out=16,
+        warmup_steps=1,
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -285,8 +292,14 @@ def test_a_failing_export_keeps_the_previous_export(pretrained, tmp_path, monkey
 
 
 def test_a_failing_end_of_run_export_leaves_no_partial_file(tmp_path, monkeypatch):
-    module = VoCoPretrainer(
-        backbone=BACKBONE, crop_size=32, grid=2, head_hidden=32, head_out=16, warmup_steps=1
+    module = build(
+        VoCoPretrainer,
+        backbone=BACKBONE,
+        crop_size=32,
+        grid=2,
+        head_hidden=32,
+        head_out=16,
+        warmup_steps=1,
     )
     export = BackboneExport(tmp_path / "export")
     failing_torch_save(monkeypatch)

@@ -17,25 +17,10 @@ from ctvoco.preprocessing.body_crop import (
 )
 from ctvoco.preprocessing.pipeline import PreprocessConfig, preprocess_volume
 from ctvoco.preprocessing.window import windowed_threshold_hu
+from tests.conftest import small_phantom
 
 SHAPE = (12, 48, 56)
 THRESHOLD_HU = windowed_threshold_hu(10.0, -150.0, 250.0)  # the pipeline's default body threshold
-
-
-def phantom(shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> np.ndarray:
-    """Canonical int16 HU: body ellipse, posterior spine, right-side and cranial markers, table."""
-    _, h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    hu = np.full(shape, -1000, dtype=np.int16)
-    body = ((yy - 0.45 * h) / (0.33 * h)) ** 2 + ((xx - 0.5 * w) / (0.42 * w)) ** 2 <= 1
-    hu[:, body] = 40
-    hu[:, (yy - 0.65 * h) ** 2 + (xx - 0.5 * w) ** 2 <= 16] = 700  # spine, posterior
-    hu[:, (yy - 0.4 * h) ** 2 + (xx - 0.2 * w) ** 2 <= 16] = 200  # patient's right
-    hu[:2, (yy - 0.3 * h) ** 2 + (xx - 0.6 * w) ** 2 <= 9] = 120  # cranial end
-    table = int(0.9 * h)
-    hu[:, table : table + 2, int(0.1 * w) : int(0.9 * w)] = 0
-    noise = np.random.default_rng(seed).integers(-5, 6, size=shape)
-    return (hu + noise).astype(np.int16)
 
 
 def body_extent(hu: np.ndarray) -> tuple[int, int, int, int]:
@@ -79,7 +64,7 @@ def test_largest_component(mask, expected):
 
 
 def test_body_box_excludes_table():
-    hu = phantom()
+    hu = small_phantom()
     box = body_box(hu > THRESHOLD_HU, margin=0)
     r0, r1, c0, c1 = body_extent(hu)
     assert box == CropBox(0, SHAPE[0], r0, r1 + 1, c0, c1 + 1)
@@ -89,7 +74,7 @@ def test_body_box_excludes_table():
 
 @pytest.mark.parametrize("margin", [0, 1, 4])
 def test_body_box_margin(margin):
-    hu = phantom()
+    hu = small_phantom()
     r0, r1, c0, c1 = body_extent(hu)
     box = body_box(hu > THRESHOLD_HU, margin=margin)
     assert (box.y0, box.y1, box.x0, box.x1) == (
@@ -101,7 +86,7 @@ def test_body_box_margin(margin):
 
 
 def test_body_box_margin_is_clipped():
-    hu = phantom()
+    hu = small_phantom()
     box = body_box(hu > THRESHOLD_HU, margin=100)
     assert (box.y0, box.x0) == (0, 0)  # clipped at zero by body_box itself
     assert box.y1 > SHAPE[1]  # the far side is left to clip_box
@@ -110,7 +95,7 @@ def test_body_box_margin_is_clipped():
 
 
 def test_body_box_with_stride():
-    hu = phantom()
+    hu = small_phantom()
     full = body_box(hu > THRESHOLD_HU, margin=0)
     strided = body_box(hu[:, ::2, ::2] > THRESHOLD_HU, stride=2, margin=0)
     # a strided mask always gets at least stride - 1 of margin, so its box covers the body
@@ -126,7 +111,7 @@ def test_body_box_with_stride():
 
 
 def test_empty_slices_dropped_at_both_ends_only():
-    hu = phantom()
+    hu = small_phantom()
     hu[:3] = -1000
     hu[10:] = -1000
     hu[6] = -1000  # an interior empty slice stays
@@ -135,7 +120,7 @@ def test_empty_slices_dropped_at_both_ends_only():
 
 
 def test_tiny_slices_count_as_empty():
-    hu = phantom()
+    hu = small_phantom()
     hu[:2] = -1000
     hu[:2, 20:22, 20:22] = 40  # 4 voxels < 1% of 48 x 56
     hu[-1] = -1000

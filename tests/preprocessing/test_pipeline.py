@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from ctvoco.errors import DataError, UserError
-from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from ctvoco.io.nifti import write_nifti
 from ctvoco.io.volume import CTVolume
 from ctvoco.preprocessing.body_crop import CropBox
@@ -24,36 +23,12 @@ from ctvoco.preprocessing.pipeline import (
     preprocess_series,
     preprocess_volume,
 )
+from ctvoco.synth.dicom_writer import SeriesTags, new_uid, write_dicom_series
+from tests.conftest import small_phantom
 
 SHAPE = (12, 48, 56)
 SPACING = (2.5, 0.8, 0.7)
 SMALL = (8, 32, 32)
-
-
-def phantom(
-    shape: tuple[int, int, int] = SHAPE,
-    seed: int = 0,
-    *,
-    right_marker: bool = True,
-    cranial_marker: bool = True,
-    table: bool = True,
-) -> np.ndarray:
-    """Canonical int16 HU: body ellipse, posterior spine, right-side and cranial markers, table."""
-    _, h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    hu = np.full(shape, -1000, dtype=np.int16)
-    body = ((yy - 0.45 * h) / (0.33 * h)) ** 2 + ((xx - 0.5 * w) / (0.42 * w)) ** 2 <= 1
-    hu[:, body] = 40
-    hu[:, (yy - 0.65 * h) ** 2 + (xx - 0.5 * w) ** 2 <= 16] = 700  # spine, posterior
-    if right_marker:
-        hu[:, (yy - 0.4 * h) ** 2 + (xx - 0.2 * w) ** 2 <= 16] = 200  # patient's right
-    if cranial_marker:
-        hu[:2, (yy - 0.3 * h) ** 2 + (xx - 0.6 * w) ** 2 <= 9] = 120  # cranial end
-    if table:
-        row = int(0.9 * h)
-        hu[:, row : row + 2, int(0.1 * w) : int(0.9 * w)] = 0
-    noise = np.random.default_rng(seed).integers(-5, 6, size=shape)
-    return (hu + noise).astype(np.int16)
 
 
 def volume_of(hu: np.ndarray, source: str = "phantom") -> CTVolume:
@@ -65,7 +40,7 @@ def volume_of(hu: np.ndarray, source: str = "phantom") -> CTVolume:
 
 @pytest.mark.parametrize("in_shape", [SHAPE, (20, 40, 36)])
 def test_default_output(in_shape):
-    out = preprocess_series(phantom(in_shape))
+    out = preprocess_series(small_phantom(in_shape))
     assert out.shape == (96, 256, 256)
     assert out.dtype == np.uint8
     assert out.flags.c_contiguous
@@ -75,19 +50,19 @@ def test_default_output(in_shape):
 
 def test_several_windows():
     windows = [RSNA_WINDOW, (-1000.0, 1000.0), FLARE_WINDOW]
-    out = preprocess_series(phantom(), windows=windows, shape=SMALL)
+    out = preprocess_series(small_phantom(), windows=windows, shape=SMALL)
     assert out.shape == (3, *SMALL)
     assert out.dtype == np.uint8
     assert out.flags.c_contiguous
     # channel 0 is the single-window result (the crop is computed on the first window)
-    np.testing.assert_array_equal(out[0], preprocess_series(phantom(), shape=SMALL))
+    np.testing.assert_array_equal(out[0], preprocess_series(small_phantom(), shape=SMALL))
     assert not np.array_equal(out[0], out[1])
     # a wider window gives lower contrast on soft tissue
     assert out[1].std() < out[0].std()
 
 
 def test_per_slice_minmax_differs_from_fixed():
-    hu = phantom()
+    hu = small_phantom()
     # caudal slices without bone: per-slice scaling stretches their soft tissue to white
     hu[6:] = np.minimum(hu[6:], 100)
     shape = (12, 32, 32)  # no resize along z: slice z of the output is slice z of the input
@@ -107,22 +82,22 @@ def _bbox(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def test_body_crop_keeps_the_body_where_it_is():
     config = PreprocessConfig(shape=(12, 40, 48))
-    with_all = preprocess_volume(volume_of(phantom()), config)
+    with_all = preprocess_volume(volume_of(small_phantom()), config)
     # the table is not part of the crop: removing it changes nothing
-    no_table = preprocess_volume(volume_of(phantom(table=False)), config)
+    no_table = preprocess_volume(volume_of(small_phantom(table=False)), config)
     np.testing.assert_array_equal(with_all.array, no_table.array)
     assert with_all.crop_box == no_table.crop_box
     box = with_all.crop_box
     assert box.y1 <= int(0.9 * SHAPE[1])
     assert (box.z0, box.z1) == (0, SHAPE[0])
     # the right-side marker ends up in the left part of the columns, mid-height
-    no_right = preprocess_volume(volume_of(phantom(right_marker=False)), config).array
+    no_right = preprocess_volume(volume_of(small_phantom(right_marker=False)), config).array
     (z0, z1), (y0, y1), (x0, x1) = _bbox(with_all.array != no_right)
     assert (z0, z1) == (0, 11)
     assert x1 < 48 * 0.35
     assert y0 > 40 * 0.2 and y1 < 40 * 0.8
     # the cranial marker stays in the first slices
-    no_cranial = preprocess_volume(volume_of(phantom(cranial_marker=False)), config).array
+    no_cranial = preprocess_volume(volume_of(small_phantom(cranial_marker=False)), config).array
     (z0, z1), _, (x0, x1) = _bbox(with_all.array != no_cranial)
     assert z1 <= 2
     assert x0 > 48 * 0.5
@@ -132,7 +107,7 @@ def test_body_crop_keeps_the_body_where_it_is():
 
 
 def test_body_crop_box_and_full():
-    hu = phantom()
+    hu = small_phantom()
     cropped = preprocess_volume(volume_of(hu), PreprocessConfig(shape=SMALL))
     full = preprocess_volume(volume_of(hu), PreprocessConfig(shape=SMALL, body_crop=False))
     assert full.crop_box == CropBox.full(hu.shape)
@@ -144,7 +119,7 @@ def test_body_crop_box_and_full():
 
 
 def test_result_carries_volume_and_warnings():
-    volume = CTVolume(hu=phantom(), spacing=SPACING, source="x", warnings=["a gap"])
+    volume = CTVolume(hu=small_phantom(), spacing=SPACING, source="x", warnings=["a gap"])
     result = preprocess_volume(volume, PreprocessConfig(shape=SMALL))
     assert result.volume is volume
     assert result.warnings == ["a gap"]
@@ -153,7 +128,7 @@ def test_result_carries_volume_and_warnings():
 
 
 def test_float_volume_matches_int16():
-    hu = phantom()
+    hu = small_phantom()
     as_int = preprocess_series(hu, shape=SMALL)
     as_float = preprocess_series(hu.astype(np.float32), shape=SMALL)
     np.testing.assert_array_equal(as_int, as_float)
@@ -178,7 +153,7 @@ def write_sources(tmp_path: Path, hu: np.ndarray) -> dict[str, object]:
 
 
 def test_sources_give_the_same_array(tmp_path):
-    hu = phantom()
+    hu = small_phantom()
     sources = write_sources(tmp_path, hu)
     expected = preprocess_series(hu, shape=SMALL)
     assert expected.shape == SMALL
@@ -189,7 +164,7 @@ def test_sources_give_the_same_array(tmp_path):
 
 def test_one_slice_sources_give_the_same_array(tmp_path):
     """A one-slice DICOM series and a one-slice NIfTI volume are both preprocessed."""
-    hu = phantom()[5:6]
+    hu = small_phantom()[5:6]
     sources = write_sources(tmp_path, hu)
     expected = preprocess_series(hu, shape=SMALL)
     assert expected.shape == SMALL
@@ -199,7 +174,7 @@ def test_one_slice_sources_give_the_same_array(tmp_path):
 
 
 def test_overrides_and_config(tmp_path):
-    hu = phantom()
+    hu = small_phantom()
     config = PreprocessConfig(shape=SMALL, windows=[FLARE_WINDOW])
     a = preprocess_series(hu, config)
     b = preprocess_series(hu, shape=SMALL, windows=[FLARE_WINDOW])
@@ -211,11 +186,11 @@ def test_overrides_and_config(tmp_path):
 
 def test_override_validated():
     with pytest.raises(UserError, match=r"preprocess\.scaling"):
-        preprocess_series(phantom(), scaling="nope")
+        preprocess_series(small_phantom(), scaling="nope")
 
 
 def test_load_volume_sources(tmp_path):
-    hu = phantom()
+    hu = small_phantom()
     sources = write_sources(tmp_path, hu)
     volume = sources["volume"]
     assert load_volume(volume) is volume

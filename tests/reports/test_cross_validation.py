@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from ctvoco.cli.cv_report import main
 from ctvoco.errors import UserError
-from ctvoco.metrics import labels_from_classes, rsna_score, target_auc
+from ctvoco.labels import PREDICTION_COLUMNS, SCORE_COLUMNS, labels_from_classes
+from ctvoco.metrics import rsna_score, target_auc
 from ctvoco.reports import cross_validation_report, find_oof_files
-from ctvoco.reports.cross_validation import labels_for, main, to_markdown
-from ctvoco.schema import PREDICTION_COLUMNS, SCORE_COLUMNS
+from ctvoco.reports.cross_validation import labels_for, to_markdown
 
 N_FOLDS = 3
 PATIENTS_PER_FOLD = 6

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctvoco.metrics import aggregate_predictions, rsna_score
-from ctvoco.reports.cross_validation import cross_validation_report, main
+from ctvoco.cli.cv_report import main
+from ctvoco.labels import aggregate_predictions
+from ctvoco.metrics import rsna_score
+from ctvoco.reports.cross_validation import cross_validation_report
 from tests.classify.test_scaling import synthetic_oof
 
 N_FOLDS = 3

@@ -12,12 +12,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from ctvoco.classify.module import score_predictions
-from ctvoco.metrics import labels_from_classes, target_auc
+from ctvoco.labels import PREDICTION_COLUMNS, SCORE_COLUMNS, TARGETS, labels_from_classes
+from ctvoco.metrics import score_predictions, target_auc
 from ctvoco.reports import plot_calibration, plot_confusion, plot_roc
 from ctvoco.reports.evaluation import write_evaluation
 from ctvoco.reports.plots import injury_scores
-from ctvoco.schema import PREDICTION_COLUMNS, SCORE_COLUMNS, TARGETS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

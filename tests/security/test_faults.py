@@ -27,14 +27,15 @@ from hydra._internal.utils import _locate
 
 import ctvoco
 import ctvoco.cache.builder as builder
-from ctvoco.cache import VolumeCache, build_cache, check_key
+from ctvoco.cache import VolumeCache, build_cache
 from ctvoco.classify.module import InjuryClassifier
-from ctvoco.classify.predict import discover_input, load_classifier
 from ctvoco.cli.components import check_targets
 from ctvoco.data.flare import flare_cases
 from ctvoco.data.rsna import read_rsna_labels, read_series_meta, rsna_series
 from ctvoco.errors import DataError, UserError
+from ctvoco.inference import discover_input, load_classifier
 from ctvoco.io.nifti import nifti_case_id
+from ctvoco.io.series import check_key
 from ctvoco.models import create_backbone, export_backbone, load_backbone_weights
 from ctvoco.preprocessing import PreprocessConfig
 from ctvoco.training.checkpoints import ModelCheckpoint
@@ -203,7 +204,7 @@ def test_lightning_checkpoint_loads_are_weights_only():
         )
     ]
     where = sorted(w for w, _ in lightning_loads)
-    assert any("classify/predict.py" in w for w in where), where
+    assert any("inference/checkpoints.py" in w for w in where), where
     assert any("cli/finetune.py" in w for w in where), where
     assert any("cli/pretrain.py" in w for w in where), where
     unsafe = [w for w, n in lightning_loads if not keyword_is(n, "weights_only", True)]

@@ -17,7 +17,7 @@ import ctvoco.synth.cohort as cohort_module
 from ctvoco.data.rsna import read_rsna_labels, read_series_meta
 from ctvoco.errors import UserError
 from ctvoco.io import read_dicom_series, read_nifti
-from ctvoco.schema import TARGET_CLASSES, TARGETS
+from ctvoco.labels import TARGET_CLASSES, TARGETS
 from ctvoco.synth import ORGAN_CODES
 from ctvoco.synth.cohort import FLARE_STORAGE, make_synthetic_cohort
 

@@ -8,7 +8,7 @@ import pytest
 
 from ctvoco.data.image_labels import read_image_level_labels
 from ctvoco.io import read_dicom_series
-from ctvoco.synth.phantom import DEFAULT_PREVALENCE, INJURY_CODES
+from ctvoco.synth.labels import DEFAULT_PREVALENCE, INJURY_CODES
 from tests.synth.test_cohort import make_recording_phantoms
 
 SPEC = {

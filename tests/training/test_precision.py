@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader
 
 import ctvoco.classify.module as classify_module
 from ctvoco.classify.module import InjuryClassifier
-from ctvoco.schema import TARGETS
+from ctvoco.labels import TARGETS
 from ctvoco.training.guards import NonFiniteLossError
 from ctvoco.voco.losses import VoCoLossOutput
 from ctvoco.voco.module import VoCoPretrainer
 from tests.classify.test_module import DictBatches
+from tests.training.module_args import build
 from tests.voco.test_module import loader as voco_loader
 from tests.voco.test_module import make_module as voco_module
 
@@ -42,7 +43,9 @@ EXPECTED_ENCODER_DTYPE = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16
 # ------------------------------------------------------------------------ helpers
 def classifier_module(**kwargs: Any) -> InjuryClassifier:
     torch.manual_seed(kwargs.pop("seed", 0))
-    return InjuryClassifier(**{"backbone": "test_efficientnet", "hidden": 8, "lr": 1e-3, **kwargs})
+    return build(
+        InjuryClassifier, **{"backbone": "test_efficientnet", "hidden": 8, "lr": 1e-3, **kwargs}
+    )
 
 
 def classifier_loader(count: int = 4, batch_size: int = 2) -> DataLoader:

@@ -74,14 +74,14 @@ def torch_cosine_annealing(steps: int, t_max: int, peak: float, floor: float) ->
 
 def test_cyclic_cosine_is_the_research_downstream_schedule() -> None:
     peak, floor, half = 1.25e-4, 1.25e-5, 50
-    schedule = CyclicCosine(half_period=half, min_ratio=floor / peak)
+    schedule = CyclicCosine(half_period=half, min_lr_ratio=floor / peak)
     expected = torch_cosine_annealing(5 * half + 7, half, peak, floor)
     got = [peak * schedule(step) for step in range(len(expected))]
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
 def test_cyclic_cosine_returns_to_the_peak_every_two_half_periods() -> None:
-    schedule = CyclicCosine(half_period=5000, min_ratio=0.1)
+    schedule = CyclicCosine(half_period=5000, min_lr_ratio=0.1)
     assert schedule(0) == pytest.approx(1.0)
     assert schedule(5000) == pytest.approx(0.1)
     assert schedule(10000) == pytest.approx(1.0)
@@ -91,7 +91,7 @@ def test_cyclic_cosine_returns_to_the_peak_every_two_half_periods() -> None:
 
 
 def test_cyclic_cosine_warmup_then_cycles_from_the_end_of_warmup() -> None:
-    schedule = CyclicCosine(half_period=10, min_ratio=0.0, warmup_steps=4)
+    schedule = CyclicCosine(half_period=10, min_lr_ratio=0.0, warmup_steps=4)
     assert [schedule(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert schedule(4) == pytest.approx(1.0)
     assert schedule(14) == pytest.approx(0.0)
@@ -104,7 +104,7 @@ def test_cyclic_cosine_resumes_exactly() -> None:
     def build():
         param = torch.nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.SGD([param], lr=1.0)
-        lam = CyclicCosine(half_period=7, min_ratio=0.2)
+        lam = CyclicCosine(half_period=7, min_lr_ratio=0.2)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
 
     optimizer, scheduler = build()

@@ -217,7 +217,7 @@ def test_accumulation_divides_the_optimizer_steps(kind: str, accumulate: int, st
     assert counter.count == steps
 
 
-@pytest.mark.parametrize(("teacher_head", "per_step"), [("ema", 2), ("seed", 1)])
+@pytest.mark.parametrize(("teacher_head", "per_step"), [("ema", 2), ("trained", 1)])
 @pytest.mark.parametrize(("accumulate", "steps"), [(1, 4), (2, 2)])
 def test_voco_teacher_moves_only_on_optimizer_steps(
     monkeypatch, teacher_head: str, per_step: int, accumulate: int, steps: int

@@ -15,6 +15,7 @@ from ctvoco.models.checkpoints import export_state_dict
 from ctvoco.voco.export import BackboneExport
 from ctvoco.voco.module import VoCoPretrainer
 from ctvoco.voco.views import VoCoViews
+from tests.training.module_args import build
 
 BACKBONE = "test_efficientnet"
 
@@ -31,7 +32,8 @@ def tiny_loader() -> DataLoader:
 
 
 def tiny_module() -> VoCoPretrainer:
-    return VoCoPretrainer(
+    return build(
+        VoCoPretrainer,
         backbone=BACKBONE,
         crop_size=32,
         grid=2,
@@ -86,3 +88,28 @@ def test_backbone_export_callback_writes_a_strictly_loadable_file(tmp_path: Path
     # It is the student (trained) backbone, not the teacher.
     teacher = module.teacher_encoder.backbone.state_dict()
     assert any(not torch.equal(state[k], teacher[k]) for k in teacher)
+
+
+def test_the_export_is_written_by_the_one_writer_of_the_checkpoint_contract(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import ctvoco.models.checkpoints as contract
+    import ctvoco.voco.export as export_source
+
+    calls: list[Path] = []
+    writer = contract.write_backbone_export
+
+    def record(state, name, in_chans, path, **meta):
+        calls.append(Path(path))
+        return writer(state, name, in_chans, path, **meta)
+
+    monkeypatch.setattr(contract, "write_backbone_export", record)
+    monkeypatch.setattr(export_source, "write_backbone_export", record)
+    module = tiny_module()
+    BackboneExport(tmp_path / "a").on_fit_end(pl.Trainer(logger=False), module)
+    contract.export_backbone(
+        tmp_path / "a" / f"{BACKBONE}.pt", tmp_path / "b" / "backbone.pt", name=BACKBONE
+    )
+    assert calls == [tmp_path / "a" / f"{BACKBONE}.pt", tmp_path / "b" / "backbone.pt"]
+    text = Path(export_source.__file__).read_text()
+    assert "torch_save_atomic" not in text and "write_text_atomic" not in text

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from ctvoco.errors import UserError
 from ctvoco.voco.heads import ProjectionHead
 
 IN, HID, OUT = 12, 32, 24
@@ -57,7 +58,7 @@ def test_default_sizes_and_layer_order():
 
 
 @pytest.mark.parametrize(
-    ("norm", "num_slots", "features"), [("batch", None, HID), ("seed", 11, 11)]
+    ("norm", "num_slots", "features"), [("batch", None, HID), ("per_slot", 11, 11)]
 )
 def test_norms_have_no_parameters_or_running_stats(norm, num_slots, features):
     head = ProjectionHead(IN, HID, OUT, norm=norm, num_slots=num_slots)
@@ -81,7 +82,7 @@ def test_norms_have_no_parameters_or_running_stats(norm, num_slots, features):
 
 @pytest.mark.parametrize(
     ("norm", "num_slots", "shape"),
-    [("batch", None, (5, IN)), ("batch", None, (4, 11, IN)), ("seed", 11, (4, 11, IN))],
+    [("batch", None, (5, IN)), ("batch", None, (4, 11, IN)), ("per_slot", 11, (4, 11, IN))],
 )
 def test_eval_output_equals_train_output(norm, num_slots, shape):
     torch.manual_seed(0)
@@ -112,19 +113,19 @@ def test_batch_norm_single_embedding_raises(train):
         head(torch.randn(1, IN))
 
 
-def test_seed_norm_is_per_slot_and_differs_from_batch():
+def test_per_slot_norm_is_per_slot_and_differs_from_batch():
     torch.manual_seed(0)
     batch_head = ProjectionHead(IN, HID, OUT, norm="batch")
-    seed_head = ProjectionHead(IN, HID, OUT, norm="seed", num_slots=11)
-    seed_head.load_state_dict(batch_head.state_dict())  # same Linear weights; BNs have none
-    assert all(seed_head.layers[i].num_features == 11 for i in BN_INDICES)
+    per_slot_head = ProjectionHead(IN, HID, OUT, norm="per_slot", num_slots=11)
+    per_slot_head.load_state_dict(batch_head.state_dict())  # same Linear weights; BNs have none
+    assert all(per_slot_head.layers[i].num_features == 11 for i in BN_INDICES)
     x = torch.randn(4, 11, IN)
-    y_seed = seed_head(x)
-    assert y_seed.shape == (4, 11, OUT)
-    assert not torch.allclose(y_seed, batch_head(x), atol=1e-3)
-    # seed quirk: each slot is standardised over (B, C) together
-    pre = seed_head.layers[0](x)
-    hidden = seed_head.layers[1](pre)
+    y_per_slot = per_slot_head(x)
+    assert y_per_slot.shape == (4, 11, OUT)
+    assert not torch.allclose(y_per_slot, batch_head(x), atol=1e-3)
+    # per-slot quirk: each slot is standardised over (B, C) together
+    pre = per_slot_head.layers[0](x)
+    hidden = per_slot_head.layers[1](pre)
     torch.testing.assert_close(hidden.mean(dim=(0, 2)), torch.zeros(11), atol=1e-5, rtol=0)
     # and equals BatchNorm1d(T) applied by hand to the (B, T, C) pre-activation
     manual = (pre - pre.mean(dim=(0, 2), keepdim=True)) / torch.sqrt(
@@ -133,21 +134,21 @@ def test_seed_norm_is_per_slot_and_differs_from_batch():
     torch.testing.assert_close(hidden, manual, atol=1e-5, rtol=1e-5)
 
 
-def test_seed_single_volume_works():
-    head = ProjectionHead(IN, HID, OUT, norm="seed", num_slots=11).eval()
+def test_per_slot_single_volume_works():
+    head = ProjectionHead(IN, HID, OUT, norm="per_slot", num_slots=11).eval()
     y = head(torch.randn(1, 11, IN))
     assert y.shape == (1, 11, OUT)
     assert torch.isfinite(y).all()
 
 
-def test_seed_requires_num_slots():
+def test_per_slot_requires_num_slots():
     with pytest.raises(ValueError, match="num_slots"):
-        ProjectionHead(IN, norm="seed")
+        ProjectionHead(IN, norm="per_slot")
 
 
 @pytest.mark.parametrize("shape", [(4, 10, IN), (44, IN), (2, 4, 11, IN)])
-def test_seed_rejects_other_input_shapes(shape):
-    head = ProjectionHead(IN, HID, OUT, norm="seed", num_slots=11)
+def test_per_slot_rejects_other_input_shapes(shape):
+    head = ProjectionHead(IN, HID, OUT, norm="per_slot", num_slots=11)
     with pytest.raises(ValueError, match="T=11"):
         head(torch.randn(shape))
 
@@ -163,13 +164,19 @@ def test_num_slots_ignored_for_batch_norm():
         ({"in_dim": 0}, "in_dim"),
         ({"in_dim": IN, "hidden_dim": -1}, "hidden_dim"),
         ({"in_dim": IN, "out_dim": 2.0}, "out_dim"),
-        ({"in_dim": IN, "norm": "layer"}, "norm must be one of"),
-        ({"in_dim": IN, "norm": "seed", "num_slots": 0}, "num_slots"),
+        ({"in_dim": IN, "norm": "per_slot", "num_slots": 0}, "num_slots"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ProjectionHead(**kwargs)
+
+
+def test_unknown_norm_is_a_user_error_with_the_closest_option():
+    with pytest.raises(UserError, match="norm must be one of batch, per_slot; got 'layer'"):
+        ProjectionHead(IN, norm="layer")
+    with pytest.raises(UserError, match="did you mean 'per_slot'"):
+        ProjectionHead(IN, norm="perslot", num_slots=2)
 
 
 def test_wrong_feature_size_raises():

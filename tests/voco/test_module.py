@@ -22,6 +22,7 @@ from ctvoco.voco.losses import VoCoLossOutput, similarity
 from ctvoco.voco.module import VoCoPretrainer, first_occurrences, unique_gathered
 from ctvoco.voco.position import position_errors
 from ctvoco.voco.views import VoCoViews
+from tests.training.module_args import build
 
 BACKBONE = "test_efficientnet"
 GRID, CROP, NUM_RANDOM, SLICES = 2, 32, 2, 2
@@ -64,7 +65,7 @@ def make_module(**kwargs) -> VoCoPretrainer:
         "momentum_schedule": "constant",
     }
     params.update(kwargs)
-    return VoCoPretrainer(**params)
+    return build(VoCoPretrainer, **params)
 
 
 def make_trainer(**kwargs) -> pl.Trainer:
@@ -155,9 +156,9 @@ def test_ema_teacher_gets_no_gradient():
     assert not any(id(p) in optimised for p in teacher)
 
 
-def test_seed_teacher_head_is_trained_by_gradient_and_backbone_by_ema():
+def test_trained_teacher_head_is_trained_by_gradient_and_backbone_by_ema():
     m = 0.5
-    module = make_module(momentum=m, teacher_head="seed")
+    module = make_module(momentum=m, teacher_head="trained")
     assert all(p.requires_grad for p in module.teacher_head.parameters())
     assert not any(p.requires_grad for p in module.teacher_encoder.parameters())
     old_teacher = snapshot(module.teacher_encoder)
@@ -182,13 +183,13 @@ def test_seed_teacher_head_is_trained_by_gradient_and_backbone_by_ema():
     )
 
 
-def test_research_preset_seed_norm_and_flatten_pooling():
+def test_research_preset_per_slot_norm_and_flatten_pooling():
     crop = 64  # test_efficientnet maps 64x64 to a 2x2 feature map: flatten = 4 * avg
     module = make_module(
         init="random",
         pooling="flatten",
-        head_norm="seed",
-        teacher_head="seed",
+        head_norm="per_slot",
+        teacher_head="trained",
         momentum=0.9,
         crop_size=crop,
     )

@@ -184,12 +184,12 @@ def test_bad_module_clip_is_a_user_error(value) -> None:
 # --------------------------------------------------------------------------- both presets train
 @pytest.mark.parametrize("v1", [False, True], ids=["v2_batch2", "v1_batch1"])
 def test_research_module_settings_train_a_step(v1: bool) -> None:
-    """The research settings together (at test size): flatten, per-slot BN, seed teacher."""
+    """The research settings together (at test size): flatten, per-slot BN, trained teacher."""
     options = {
         "pooling": "flatten",
         "crop_size": 64,
-        "head_norm": "seed",
-        "teacher_head": "seed",
+        "head_norm": "per_slot",
+        "teacher_head": "trained",
         "momentum": 0.9,
         "dropout_at": "slice",
         "schedule_steps": 100,

@@ -18,13 +18,10 @@ RESEARCH_MODULE = {
     "in_chans": 1,
     "init": "imagenet",
     "pooling": "flatten",
-    "crop_size": 64,
-    "grid": 3,
-    "num_random": 2,
     "head_hidden": 2048,
     "head_out": 2048,
-    "head_norm": "seed",
-    "teacher_head": "seed",
+    "head_norm": "per_slot",
+    "teacher_head": "trained",
     "momentum": 0.9,
     "momentum_schedule": "constant",
     "dropout": 0.2,
@@ -34,12 +31,21 @@ RESEARCH_MODULE = {
     "w_reg": 1.0,
     "intra_symmetric": False,
     "inter_pairing": "local",
-    "lr": 1.0e-4,
-    "weight_decay": 0.01,
-    "amsgrad": True,
-    "warmup_steps": 5000,
-    "schedule_steps": 250000,
-    "min_lr_ratio": 0.0,
+    "optimizer": {
+        "_target_": "torch.optim.AdamW",
+        "_partial_": True,
+        "lr": 1.0e-4,
+        "weight_decay": 0.01,
+        "amsgrad": True,
+        "foreach": True,
+    },
+    "scheduler": {
+        "_target_": "ctvoco.training.schedules.WarmupCosine",
+        "_partial_": True,
+        "warmup_steps": 5000,
+        "schedule_steps": 250000,
+        "min_lr_ratio": 0.0,
+    },
     "gradient_clip_val": 0.0,
 }
 """The research code's pretraining (the V2 head, batch 4, 3x3 grid)."""
@@ -63,7 +69,6 @@ RESEARCH_VIEWS = {
 
 V1_CHANGES_MODULE = {
     "backbone": "efficientnetv2_rw_s",
-    "grid": 4,
     "dropout": 0.0,
     "w_inter": 0.0,
     "intra_symmetric": True,
@@ -137,7 +142,7 @@ def test_research_batch_of_4_comes_from_every_data_config(data: str) -> None:
 @pytest.mark.parametrize("experiment", PRETRAIN_EXPERIMENTS)
 def test_pretraining_experiments_keep_the_batch_and_take_fp16_on_request(experiment: str) -> None:
     cfg = pretrain_config([f"+experiment={experiment}"])
-    assert cfg.model.module.head_norm == "seed", "the preset survives the experiment"
+    assert cfg.model.module.head_norm == "per_slot", "the preset survives the experiment"
     assert cfg.model.module.gradient_clip_val == 0.0, "the preset's no-clipping survives"
     assert cfg.data.batch_size == 4
     assert cfg.trainer.precision == "bf16-mixed"

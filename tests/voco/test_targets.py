@@ -141,7 +141,7 @@ def test_invalid_grid_raises(n, r):
 def test_sample_center_range_is_the_spec_half_open_interval(n, r, expected):
     lo, hi = sample_center_range(n, r)
     assert (lo, hi) == expected
-    # exactly the integers c with r/2 <= c < n*r - r/2 (ALGORITHMS.md §2.1)
+    # exactly the integers c with r/2 <= c < n*r - r/2 (docs/algorithms.md §2.1)
     assert list(range(lo, hi)) == [c for c in range(-r, n * r + r) if r / 2 <= c < n * r - r / 2]
     assert hi - lo == n * r - r
     valid_lo, valid_hi = valid_center_range(n, r)

@@ -1,4 +1,4 @@
-"""Tests for ctvoco.voco.views: the VoCo sample of one cached volume (ALGORITHMS.md §2.1)."""
+"""Tests for ctvoco.voco.views: the VoCo sample of one cached volume (docs/algorithms.md §2.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Grid, crop size and random-crop count: the views are the one source, a differing model is refused."""
+"""Grid, crop size and random-crop count: the views are the one source, a differing model is refused.
+
+The module takes them from the views it is built with; data modules refuse to feed it
+views of another geometry."""
 
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ VIEWS = VoCoViews(grid=2, crop_size=32, num_random=2, num_slices=2, depth=4)
 
 @pytest.fixture(scope="module")
 def matching() -> VoCoPretrainer:
-    return VoCoPretrainer(**TINY, grid=2, crop_size=32, num_random=2)
+    return VoCoPretrainer(**TINY, views=VoCoViews(grid=2, crop_size=32, num_random=2))
 
 
 @pytest.mark.parametrize(("key", "value"), [("grid", 3), ("crop_size", 48), ("num_random", 4)])
 def test_a_model_that_disagrees_with_its_views_is_refused(key, value):
-    model = VoCoPretrainer(**{**TINY, "grid": 2, "crop_size": 32, "num_random": 2, key: value})
+    geometry = {"grid": 2, "crop_size": 32, "num_random": 2, key: value}
+    model = VoCoPretrainer(**TINY, views=VoCoViews(**geometry))
     with pytest.raises(UserError) as info:
         VIEWS.check_model(model)
     message = str(info.value)
@@ -35,7 +39,7 @@ def test_a_model_that_agrees_with_its_views_is_accepted(matching):
 
 def test_training_refuses_the_mismatch_before_any_data_work(tmp_path):
     """Through Lightning: the data module checks its views against the model it feeds."""
-    model = VoCoPretrainer(**TINY, grid=3, crop_size=32, num_random=2)
+    model = VoCoPretrainer(**TINY, views=VoCoViews(grid=3, crop_size=32, num_random=2))
     data = FLAREDataModule(
         root=str(tmp_path / "no-such-folder"),
         cache_dir=str(tmp_path / "cache"),

@@ -18,14 +18,8 @@ torch, so worker processes start fast.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import multiprocessing
 import os
-import select
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -45,45 +39,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ctvoco.cache.volume_cache import (
-    CacheWriteError,
-    VolumeCache,
-    cache_write_error,
-    check_key,
-    pid_alive,
-)
+from ctvoco.cache.volume_cache import CacheWriteError, VolumeCache, cache_write_error
+from ctvoco.cache.workers import init_worker, worker_context
 from ctvoco.errors import DataError, UserError
+from ctvoco.io.series import SeriesSource
 from ctvoco.preprocessing.pipeline import PreprocessConfig, load_volume, preprocess_volume
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
-"""``prctl`` option (Linux): the signal a process gets when its parent ends."""
-WATCH_INTERVAL_S = 0.5
-"""How often a worker checks its main process where it cannot wait on a process handle."""
-EXIT_MAIN_GONE = 70
-"""Exit status of a worker that ends because the build's main process ended."""
-
 DONE, CLAIMED, BY_OTHER_RUN = "done", "claimed", "by_other_run"
 """Outcomes of one series: processed here, held by another run, finished by another run."""
-
-
-@dataclass(frozen=True)
-class SeriesSource:
-    """One series to preprocess: its cache key, where it is read from, and its ids.
-
-    ``error`` marks a source found unusable while discovering the data set (e.g. a patient
-    folder that cannot be listed): it is recorded as failed with this message, unread.
-    """
-
-    key: str
-    source: str
-    patient_id: str = ""
-    series_id: str = ""
-    error: str = ""
-
-    def __post_init__(self) -> None:
-        check_key(self.key)
 
 
 @dataclass
@@ -374,11 +339,11 @@ def _run(
         for task in todo:
             yield (*claim_and_process(*task_args(task)), task)
         return
-    context = _worker_context()
+    context = worker_context()
     pool = ProcessPoolExecutor(
         max_workers=min(num_workers, len(todo)),
         mp_context=context,
-        initializer=_init_worker,
+        initializer=init_worker,
         initargs=(os.getpid(),),
     )
     try:
@@ -400,82 +365,6 @@ def _run(
     finally:
         # On an error (or an interrupt) the queued series are dropped, not run to the end.
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a clean server process where available, spawned elsewhere.
-
-    Plain fork is not safe here: the parent may hold OpenCV or torch thread pools, and a
-    forked child can deadlock on their locks.
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["ctvoco.cache.builder"])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def start_worker_server() -> None:
-    """Start the server process that preprocessing workers are forked from, ahead of time.
-
-    Optional (a parallel build starts it when needed): a program that calls this first
-    lets the server import the preprocessing modules while the program itself is still
-    importing and scanning, instead of afterwards. Does nothing where workers are spawned.
-    """
-    if _worker_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
-def _init_worker(main_pid: int) -> None:
-    import ctvoco.opencv  # noqa: F401  (OpenCV single-threaded in workers too)
-
-    exit_with(main_pid)
-
-
-def exit_with(main_pid: int) -> None:
-    """End this process as soon as process ``main_pid`` ends, however it ends.
-
-    Workers are children of the fork server, not of the build's main process, and a killed
-    main process cannot stop them: they would go on writing arrays nobody records, and keep
-    the fork server and the resource tracker alive. So a daemon thread waits for the main
-    process to end (on a process handle where the OS has one, else polling every
-    :data:`WATCH_INTERVAL_S`) and then exits. On Linux the process is also killed when its
-    direct parent ends (``PR_SET_PDEATHSIG``).
-    """
-    if sys.platform.startswith("linux"):
-        _kill_when_parent_ends()
-    if not pid_alive(main_pid):
-        os._exit(EXIT_MAIN_GONE)
-    watcher = threading.Thread(
-        target=_exit_when_gone, args=(main_pid,), name="ctvoco-main-watch", daemon=True
-    )
-    watcher.start()
-
-
-def _kill_when_parent_ends() -> None:
-    """Linux: have the kernel send SIGKILL to this process when its parent ends."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl here: the watcher thread still works
-        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
-
-
-def _exit_when_gone(pid: int) -> None:
-    """Block until process ``pid`` ends, then end this process."""
-    try:
-        handle = os.pidfd_open(pid)  # Linux >= 5.3: readable once the process has ended
-    except (AttributeError, OSError):
-        while pid_alive(pid):
-            time.sleep(WATCH_INTERVAL_S)
-    else:
-        poller = select.poll()
-        poller.register(handle, select.POLLIN)
-        while not poller.poll():
-            pass
-    os._exit(EXIT_MAIN_GONE)
 
 
 class _SeriesProgress:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import socket
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,12 +31,12 @@ import numpy as np
 
 from ctvoco.errors import DataError, UserError
 from ctvoco.io.atomic import TMP_MARK, atomic_write, tmp_owner, write_text_atomic
+from ctvoco.io.series import check_key
 from ctvoco.preprocessing.pipeline import ADDED_OPTIONS, PreprocessConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MANIFEST_COLUMNS = (
     "key",
     "patient_id",
@@ -72,13 +71,6 @@ def cache_write_error(root: Path, exc: OSError) -> CacheWriteError:
         "it writable or set data.cache_dir= to another directory (finished series are kept "
         "and a re-run resumes)"
     )
-
-
-def check_key(key: str) -> str:
-    """Validate a cache key: letters, digits, ``_ . -``; never a path."""
-    if not KEY_PATTERN.fullmatch(key) or ".." in key:
-        raise DataError(f"invalid cache key {key!r}: only letters, digits, '_', '.', '-' allowed")
-    return key
 
 
 class VolumeCache:

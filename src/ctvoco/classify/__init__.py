@@ -1,25 +1,24 @@
-"""CNN-LSTM injury classification: views, network, losses, LightningModule, prediction."""
+"""CNN-LSTM injury classification: views, network, losses, LightningModule, inference spec.
+
+Prediction from checkpoints is :mod:`ctvoco.inference`.
+"""
 
 from ctvoco.classify.losses import TASKS, head_loss, injury_loss, probabilities, task_targets
-from ctvoco.classify.module import (
-    InjuryClassifier,
-    freeze_backbone_stages,
-    score_predictions,
-    task_score,
-)
+from ctvoco.classify.module import InjuryClassifier, task_score
 from ctvoco.classify.net import InjuryNet
+from ctvoco.classify.spec import InferenceSpec, InferenceSpecFromData
 from ctvoco.classify.views import SliceStackViews
 
 __all__ = [
     "TASKS",
+    "InferenceSpec",
+    "InferenceSpecFromData",
     "InjuryClassifier",
     "InjuryNet",
     "SliceStackViews",
-    "freeze_backbone_stages",
     "head_loss",
     "injury_loss",
     "probabilities",
-    "score_predictions",
     "task_score",
     "task_targets",
 ]

@@ -1,4 +1,4 @@
-"""Sample-weighted injury losses and logits -> competition probabilities (ALGORITHMS.md §3.4).
+"""Sample-weighted injury losses and logits -> competition probabilities (docs/algorithms.md §3.3).
 
 Per head: binary cross-entropy with logits (``bowel``, ``extravasation``) or cross-entropy
 (``kidney``, ``liver``, ``spleen``), each sample weighted by the competition weight of its
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ctvoco.errors import UserError
-from ctvoco.schema import BINARY_TARGETS, CLASS_WEIGHTS, TARGETS
+from ctvoco.errors import look_up_option
+from ctvoco.labels import BINARY_TARGETS, CLASS_WEIGHTS, TARGETS
 
 TASKS: dict[str, tuple[str, ...]] = {
     "all": TARGETS,
@@ -39,11 +39,12 @@ REDUCTIONS = ("metric", "mean", "weighted_mean")
 
 
 def task_targets(task: str) -> tuple[str, ...]:
-    """The targets a task trains."""
-    try:
-        return TASKS[task]
-    except KeyError:
-        raise UserError(f"model.task must be one of {', '.join(TASKS)}; got {task!r}") from None
+    """The targets a task trains.
+
+    Raises:
+        ArgumentError: ``task`` is not one of :data:`TASKS`.
+    """
+    return TASKS[look_up_option("task", task, TASKS)]
 
 
 def head_loss(
@@ -66,6 +67,7 @@ def head_loss(
     Returns:
         Scalar loss.
     """
+    look_up_option("reduction", reduction, REDUCTIONS)
     weights = torch.as_tensor(CLASS_WEIGHTS[target], dtype=torch.float32, device=logits.device)[
         classes
     ]
@@ -76,15 +78,11 @@ def head_loss(
         )
     else:
         losses = F.cross_entropy(logits, classes, reduction="none")
-    if reduction == "metric":
-        return (weights * losses).mean() / (mean_weight or 1.0)
-    if reduction == "mean":
-        return (weights * losses).mean()
     if reduction == "weighted_mean":
         return (weights * losses).sum() / weights.sum()
-    raise UserError(
-        f"model.module.loss_reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}"
-    )
+    if reduction == "mean":
+        return (weights * losses).mean()
+    return (weights * losses).mean() / (mean_weight or 1.0)
 
 
 def mean_class_weights(prevalence: Sequence[float]) -> dict[str, float]:

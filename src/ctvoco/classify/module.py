@@ -9,9 +9,8 @@ single-process score.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,47 +21,45 @@ import torch
 from torch import Tensor
 
 from ctvoco.classify.losses import (
+    REDUCTIONS,
     injury_loss,
     masked_slice_loss,
     mean_class_weights,
     probabilities,
     task_targets,
 )
-from ctvoco.classify.net import InjuryNet
-from ctvoco.errors import UserError, check_optimizer_settings
-from ctvoco.metrics.rsna import labels_from_classes, rsna_score, target_auc
+from ctvoco.classify.net import SLICE_POOLINGS, InjuryNet
+from ctvoco.classify.spec import CHECKPOINT_KEY as SPEC_KEY
+from ctvoco.classify.spec import InferenceSpec, InferenceSpecFromData
+from ctvoco.classify.tta import DEFAULT_TTA_FLIPS, check_tta_flips, tta_dims
+from ctvoco.errors import ArgumentError, DataError, UserError, look_up_option
+from ctvoco.labels import PREDICTION_COLUMNS, labels_from_classes
+from ctvoco.metrics.rsna import score_predictions
 from ctvoco.models.backbone import SliceEncoder, create_backbone
 from ctvoco.models.checkpoints import load_backbone_weights
-from ctvoco.schema import PREDICTION_COLUMNS
-from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
-from ctvoco.training.schedules import (
-    LR_SCHEDULES,
-    CyclicCosine,
-    WarmupCosine,
-    stepping_batches,
-)
+from ctvoco.models.freezing import freeze_backbone_stages, frozen_stage_modules
+from ctvoco.training.guards import NonFiniteGuard, NonFiniteMonitor
+from ctvoco.training.optim import PartialSpec, StepOptimization
+from ctvoco.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
 
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-"""Identity, horizontal, vertical and both flips of ``(..., H, W)`` slices."""
+DEFAULT_OPTIMIZER: Mapping[str, Any] = {
+    "_target_": "torch.optim.AdamW",
+    "lr": 1.25e-4,
+    "weight_decay": 1e-5,
+    "amsgrad": False,
+    "foreach": True,
+}
+"""The optimiser of ``optimizer=None`` (``model=classifier``'s ``model.module.optimizer``)."""
 
-TTA_AXES: dict[str, int] = {"z": 1, "h": -2, "w": -1}
-"""Axes of a ``(B, S, C, H, W)`` batch a test-time flip may reverse: ``z`` reverses the
-slice order, ``h`` flips rows (vertical), ``w`` flips columns (horizontal)."""
-
-DEFAULT_TTA_FLIPS: tuple[tuple[str, ...], ...] = ((), ("w",), ("h",), ("h", "w"))
-"""The views of ``tta``: identity and the three in-plane flips (:data:`TTA_FLIPS`)."""
-
-RESEARCH_TTA_FLIPS: tuple[tuple[str, ...], ...] = (
-    (),
-    ("z", "h", "w"),
-    ("z", "h"),
-    ("z", "w"),
-    ("h", "w"),
-)
-"""The research code's test-time views: identity and four flips, three of them reversing
-the slice order."""
+DEFAULT_SCHEDULER: Mapping[str, Any] = {
+    "_target_": "ctvoco.training.schedules.WarmupCosine",
+    "warmup_steps": 0,
+    "min_lr_ratio": 0.0,
+}
+"""The LR schedule of ``scheduler=None``: warm-up, then one cosine to ``min_lr_ratio`` over
+the run (``model=classifier``'s ``model.module.scheduler``)."""
 
 
 class InjuryClassifier(pl.LightningModule):
@@ -83,27 +80,26 @@ class InjuryClassifier(pl.LightningModule):
         loss_reduction: ``metric`` (consistent with the competition metric), ``mean``
             (the research code's) or ``weighted_mean`` (per-batch ratio, biased); see
             :mod:`ctvoco.classify.losses`.
-        lr: Peak learning rate (AdamW).
-        weight_decay: AdamW weight decay.
-        warmup_steps: Linear warm-up steps before the cosine decay.
-        min_lr_ratio: Final LR as a fraction of ``lr``.
+        optimizer: ``optimizer(params)`` builds the optimiser (a partial, e.g. Hydra's
+            ``_partial_: true``); ``None``: :data:`DEFAULT_OPTIMIZER`.
+        scheduler: ``scheduler()`` builds the per-step LR factor; ``None``:
+            :data:`DEFAULT_SCHEDULER`. The research code's is
+            :class:`~ctvoco.training.schedules.CyclicCosine` (down to ``min_lr_ratio`` in
+            ``half_period`` steps and back up, again and again).
         freeze_stages: Freeze the stem and the first N feature stages of the backbone
             (no gradients; kept in evaluation mode, so BatchNorm statistics stay fixed).
         channels_last: Channels-last memory format for the encoder and its slice batches.
         tta: Average probabilities over flips at evaluation.
         tta_flips: The views averaged when ``tta`` is on: a list of flips, each a list of the
             axes it reverses (``z``: slice order, ``h``: rows, ``w``: columns; ``[]`` is the
-            image itself). Default :data:`DEFAULT_TTA_FLIPS`; the research code's is
-            :data:`RESEARCH_TTA_FLIPS`.
-        lr_schedule: ``cosine`` (warm-up, then one cosine to ``min_lr_ratio`` over the run)
-            or ``cyclic_cosine`` (warm-up, then a cosine between the peak and
-            ``min_lr_ratio`` that returns to the peak every ``2 * lr_half_period`` steps,
-            the research code's; see :class:`~ctvoco.training.schedules.CyclicCosine`).
-        lr_half_period: Steps from the peak to the minimum of ``cyclic_cosine``.
+            image itself). Default :data:`~ctvoco.classify.tta.DEFAULT_TTA_FLIPS`; the
+            research code's is :data:`~ctvoco.classify.tta.RESEARCH_TTA_FLIPS`.
         compile: ``torch.compile`` the encoder (opt-in).
         max_nonfinite: Non-finite losses tolerated before training stops.
-        data_config: How the inputs were made (preprocessing and views), kept for prediction.
-        prevalence: Training class frequencies (13 values), the fallback prediction.
+        inference: How the inputs are made and the training prevalence
+            (:class:`~ctvoco.classify.spec.InferenceSpec`), stored in the checkpoints for
+            prediction; its prevalence also normalises the ``metric`` loss. Not a
+            hyper-parameter: the caller gives it (or sets :attr:`inference` before training).
         image_loss_weight: Weight of the per-slice loss on image-level labels (masked BCE
             of a linear head on every slice's sequence features; ``train/image_loss``).
             0 (default) adds neither the head nor the loss.
@@ -122,46 +118,39 @@ class InjuryClassifier(pl.LightningModule):
         dropout: float = 0.0,
         task: str = "all",
         loss_reduction: str = "metric",
-        lr: float = 1.25e-4,
-        weight_decay: float = 1e-5,
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
+        optimizer: PartialSpec | None = None,
+        scheduler: PartialSpec | None = None,
         freeze_stages: int = 0,
         channels_last: bool = False,
         tta: bool = True,
         compile: bool = False,
         max_nonfinite: int = 10,
-        data_config: dict[str, Any] | None = None,
-        prevalence: Sequence[float] | None = None,
+        inference: InferenceSpec | None = None,
         tta_flips: Sequence[Sequence[str]] = DEFAULT_TTA_FLIPS,
-        lr_schedule: str = "cosine",
-        lr_half_period: int = 5000,
         image_loss_weight: float = 0.0,
     ) -> None:
-        check_optimizer_settings(
-            "model.module",
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            min_lr_ratio=min_lr_ratio,
+        self.optimization = StepOptimization(
+            optimizer,
+            scheduler,
+            default_optimizer=DEFAULT_OPTIMIZER,
+            default_scheduler=DEFAULT_SCHEDULER,
         )
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["inference", "optimizer", "scheduler"])
+        self.hparams.update(self.optimization.hparams())
+        self.inference = inference
         self.hparams.tta_flips = [list(axes) for axes in check_tta_flips(tta_flips)]
         self._tta_dims = tta_dims(self.hparams.tta_flips)
-        if lr_schedule not in LR_SCHEDULES:
-            raise UserError(
-                f"model.module.lr_schedule must be one of {', '.join(LR_SCHEDULES)}; "
-                f"got {lr_schedule!r}"
-            )
         if not image_loss_weight >= 0:
-            raise UserError(
-                f"model.module.image_loss_weight must be 0 (off) or positive; got {image_loss_weight}"
+            raise ArgumentError(
+                "image_loss_weight", f" must be 0 (off) or positive; got {image_loss_weight}"
             )
         self.targets = task_targets(task)
+        look_up_option("loss_reduction", loss_reduction, REDUCTIONS)
+        look_up_option("slice_pooling", slice_pooling, SLICE_POOLINGS)
         kind, _, path = init.partition(":")
         if kind not in ("random", "imagenet", "voco") or (kind == "voco") != bool(path):
-            raise UserError(f"model.init must be random, imagenet or voco:<path>; got {init!r}")
+            raise ArgumentError("init", f" must be random, imagenet or voco:<path>; got {init!r}")
         encoder_backbone = create_backbone(
             backbone,
             in_chans=in_chans,
@@ -194,32 +183,14 @@ class InjuryClassifier(pl.LightningModule):
             {"encoder": torch.compile(self.net.encoder)} if compile else {}
         )
         self.guard = NonFiniteGuard(max_nonfinite)
+        self.nonfinite = NonFiniteMonitor(self.guard, "labels", log_count_every_step=False)
         self._outputs: list[dict[str, Tensor]] = []
         self.last_predictions: pd.DataFrame | None = None
         self.last_metrics: dict[str, float] = {}
-        self._step_started = 0.0
-        self._step_finite = True
-        self._schedule = self._lr_factor()
-
-    def setup(self, stage: str) -> None:
-        """Remember how the data was made and the training prevalence, for prediction."""
-        datamodule = (
-            getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        )
-        if datamodule is None or stage != "fit":
-            return
-        if hasattr(datamodule, "class_prevalence") and self.hparams.prevalence is None:
-            self.hparams.prevalence = datamodule.class_prevalence()
-        if hasattr(datamodule, "preprocess") and self.hparams.data_config is None:
-            views = datamodule.val_views or datamodule.views
-            self.hparams.data_config = {
-                "preprocess": datamodule.preprocess.fingerprint(),
-                "views": dataclasses.asdict(views) if dataclasses.is_dataclass(views) else {},
-            }
 
     def _mean_weights(self) -> dict[str, float] | None:
         """Per-head mean competition weight of the training set (``metric`` reduction)."""
-        prevalence = self.hparams.prevalence
+        prevalence = None if self.inference is None else self.inference.prevalence
         return None if prevalence is None else mean_class_weights(prevalence)
 
     # -- forward ----------------------------------------------------------------------------
@@ -291,12 +262,7 @@ class InjuryClassifier(pl.LightningModule):
             image_loss = self._image_loss(logits, batch)
             loss = loss + self.hparams.image_loss_weight * image_loss
             self.log("train/image_loss", image_loss, batch_size=size)
-        finite = self.trainer.strategy.reduce_boolean_decision(
-            bool(torch.isfinite(loss).item()), all=True
-        )
-        self._step_finite = finite
-        if not self.guard.check(finite, self.global_step):
-            self.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
+        if not self.nonfinite.loss_is_finite(self, loss):
             return None
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log_dict({f"train/loss_{t}": v for t, v in parts.items()}, batch_size=size)
@@ -312,47 +278,20 @@ class InjuryClassifier(pl.LightningModule):
             )
         return masked_slice_loss(logits["slices"], batch["slice_targets"], batch["slice_mask"])
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        elapsed = time.perf_counter() - self._step_started
-        size = batch["labels"].shape[0]
-        if elapsed > 0:
-            self.log("train/volumes_per_s", size / elapsed, batch_size=size)
-        self.log("train/scaler_skipped_steps", float(self.guard.scaler_skips), batch_size=size)
-
-    def optimizer_step(
-        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
-    ) -> None:
-        """Step the optimiser, counting steps the fp16 gradient scaler skipped."""
-        with count_optimizer_steps(optimizer) as stepped:
-            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self._step_finite:
-            self.guard.optimizer_step(bool(stepped.count), self.global_step)
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Throughput (``train/volumes_per_s``), the non-finite loss policy and, without an
+        inference spec, :class:`~ctvoco.classify.spec.InferenceSpecFromData`."""
+        callbacks: list[pl.Callback] = [ThroughputMonitor("labels"), self.nonfinite]
+        if self.inference is None:
+            callbacks.append(InferenceSpecFromData())
+        return callbacks
 
     def on_train_start(self) -> None:
         # The run length is read here, after a checkpoint restore (see WarmupCosine).
-        self._schedule.total_steps = stepping_batches(self.trainer)
+        self.optimization.start(self.trainer)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, foreach=True
-        )
-        self._schedule = self._lr_factor()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-
-    def _lr_factor(self) -> WarmupCosine | CyclicCosine:
-        """The LR factor of ``lr_schedule``, a pure function of the optimiser step."""
-        h = self.hparams
-        if h.get("lr_schedule", "cosine") == "cyclic_cosine":
-            return CyclicCosine(h.lr_half_period, h.min_lr_ratio, h.warmup_steps)
-        return WarmupCosine(h.warmup_steps, h.min_lr_ratio)
+        return self.optimization.configure(self)
 
     # -- evaluation -------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -387,10 +326,24 @@ class InjuryClassifier(pl.LightningModule):
         )
 
     def predict_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+        self,
+        batch: dict[str, Any],
+        batch_idx: int = 0,
+        dataloader_idx: int = 0,
+        *,
+        tta: bool | None = None,
     ) -> dict[str, Any]:
+        """A batch of series -> their ``(B, 13)`` float32 probabilities on the CPU.
+
+        The one place prediction turns a batch into probabilities: test-time flips as
+        ``tta`` says (default: the model's ``tta`` setting), see :meth:`predict_proba`.
+
+        Returns:
+            ``probs`` and the batch's ``key``, ``patient_id`` and ``series_id`` lists.
+        """
+        image = batch["image"].to(self.device)
         return {
-            "probs": self.predict_proba(batch["image"]).float().cpu(),
+            "probs": self.predict_proba(image, tta=tta).float().cpu(),
             "key": list(batch["key"]),
             "patient_id": list(batch["patient_id"]),
             "series_id": list(batch["series_id"]),
@@ -399,44 +352,14 @@ class InjuryClassifier(pl.LightningModule):
     # -- checkpoint state -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nonfinite_guard"] = self.guard.state_dict()
+        if self.inference is not None:
+            checkpoint[SPEC_KEY] = self.inference.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
-
-
-def check_tta_flips(flips: object) -> tuple[tuple[str, ...], ...]:
-    """The test-time views of ``tta_flips``, checked: a non-empty list of axis lists.
-
-    Raises:
-        UserError: Naming ``model.module.tta_flips``, the value and what it must be.
-    """
-    allowed = ", ".join(TTA_AXES)
-    problem = "model.module.tta_flips must be a non-empty list of flips, each a list of "
-    problem += f"distinct axes from {allowed} ([] is the image itself); got {flips!r}"
-    if isinstance(flips, (str, bytes)) or not isinstance(flips, Sequence) or not flips:
-        raise UserError(problem)
-    checked = []
-    for axes in flips:
-        if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence):
-            raise UserError(problem)
-        if any(a not in TTA_AXES for a in axes) or len(set(axes)) != len(axes):
-            raise UserError(problem)
-        checked.append(tuple(axes))
-    return tuple(checked)
-
-
-def tta_dims(flips: Sequence[Sequence[str]]) -> tuple[tuple[int, ...], ...]:
-    """Tensor dims of a ``(B, S, C, H, W)`` batch that each of ``flips`` reverses."""
-    return tuple(tuple(TTA_AXES[a] for a in axes) for axes in flips)
-
-
-def score_predictions(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, float]:
-    """The six losses, ``score`` and ``auc_<target>`` for per-series predictions."""
-    metrics = rsna_score(labels, predictions, aggregate="max")
-    metrics.update(
-        {f"auc_{k}": v for k, v in target_auc(labels, predictions, aggregate="max").items()}
-    )
-    return metrics
+        if self.inference is None:  # a resumed run keeps the spec of its own data
+            with contextlib.suppress(DataError):
+                self.inference = InferenceSpec.from_checkpoint(checkpoint, "checkpoint")
 
 
 def task_score(losses: Mapping[str, float], task: str) -> float:
@@ -477,54 +400,3 @@ def _frames(merged: dict[str, Tensor]) -> tuple[pd.DataFrame, pd.DataFrame]:
         per_patient["patient_id"].tolist(), per_patient.drop(columns="patient_id").to_numpy()
     )
     return predictions, labels
-
-
-def _stage_prefix(backbone: torch.nn.Module, stages: int) -> list[tuple[str, torch.nn.Module]]:
-    """``(name, module)`` of everything up to the end of feature stage ``stages``.
-
-    timm registers modules in forward order, so this is the stem and the first ``stages``
-    stages (timm ``feature_info``), plus the containers that hold them.
-    """
-    info = getattr(backbone, "feature_info", None)
-    modules = [entry["module"] for entry in info] if info else []
-    if not modules:
-        raise UserError(f"{type(backbone).__name__} has no feature_info; cannot freeze stages")
-    boundary = modules[min(stages, len(modules)) - 1]
-    named = list(backbone.named_modules())
-    inside = [i for i, (n, _) in enumerate(named) if n == boundary or n.startswith(boundary + ".")]
-    return named[: (inside[-1] + 1) if inside else 0]
-
-
-def freeze_backbone_stages(backbone: torch.nn.Module, stages: int) -> int:
-    """Freeze the stem and the first ``stages`` feature stages (timm ``feature_info``).
-
-    Returns:
-        The number of frozen parameter tensors.
-    """
-    frozen = 0
-    for name, module in _stage_prefix(backbone, stages):
-        for param in module.parameters(recurse=False):
-            param.requires_grad_(False)
-            frozen += 1
-        log.debug("frozen %s", name)
-    return frozen
-
-
-def frozen_stage_modules(backbone: torch.nn.Module) -> list[torch.nn.Module]:
-    """The largest submodules of ``backbone`` whose parameters are all frozen.
-
-    Only modules that hold parameters (directly or below) count, and a module is listed
-    only if no ancestor is; the backbone itself when everything is frozen.
-    """
-    found: list[torch.nn.Module] = []
-
-    def visit(module: torch.nn.Module) -> None:
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
-            found.append(module)
-            return
-        for child in module.children():
-            visit(child)
-
-    visit(backbone)
-    return found

@@ -1,4 +1,4 @@
-"""The CNN-LSTM injury network (ALGORITHMS.md §3.2).
+"""The CNN-LSTM injury network (docs/algorithms.md §3.2).
 
 Per-slice timm encoder -> bidirectional LSTM (or GRU) over slices -> pooling over slices
 (``max`` default, ``mean``, ``attention``) -> five heads: ``bowel`` and ``extravasation``
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ctvoco.errors import UserError
+from ctvoco.errors import look_up_option
+from ctvoco.labels import BINARY_TARGETS, TARGET_CLASSES, TARGETS
 from ctvoco.models.backbone import SliceEncoder
-from ctvoco.schema import BINARY_TARGETS, TARGET_CLASSES, TARGETS
 
 SEQUENCE_MODELS = ("lstm", "gru")
 SLICE_POOLINGS = ("max", "mean", "attention")
@@ -66,14 +66,8 @@ class InjuryNet(nn.Module):
         slice_head: bool = False,
     ) -> None:
         super().__init__()
-        if sequence not in SEQUENCE_MODELS:
-            raise UserError(
-                f"model.sequence must be one of {', '.join(SEQUENCE_MODELS)}; got {sequence!r}"
-            )
-        if pooling not in SLICE_POOLINGS:
-            raise UserError(
-                f"model.slice_pooling must be one of {', '.join(SLICE_POOLINGS)}; got {pooling!r}"
-            )
+        look_up_option("sequence", sequence, SEQUENCE_MODELS)
+        look_up_option("pooling", pooling, SLICE_POOLINGS)
         self.encoder = encoder
         rnn = nn.LSTM if sequence == "lstm" else nn.GRU
         self.sequence = rnn(

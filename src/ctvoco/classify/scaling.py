@@ -33,8 +33,8 @@ from scipy.optimize import minimize_scalar
 
 from ctvoco.errors import DataError
 from ctvoco.io.atomic import write_text_atomic
-from ctvoco.metrics.rsna import aggregate_predictions, rsna_score, score_arrays
-from ctvoco.schema import PREDICTION_COLUMNS, TARGETS, target_columns
+from ctvoco.labels import PREDICTION_COLUMNS, TARGETS, aggregate_predictions, target_columns
+from ctvoco.metrics.rsna import rsna_score, score_arrays
 
 __all__ = [
     "CHECKPOINT_KEY",

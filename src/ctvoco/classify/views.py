@@ -1,6 +1,6 @@
 """Classifier input from one cached volume: a stack of slices, cropped, optionally augmented.
 
-ALGORITHMS.md §3.1 and §3.6: ``S_f`` slices at ``floor(linspace(0, D-1, S_f))``, a
+docs/algorithms.md §3.1 and §3.4: ``S_f`` slices at ``floor(linspace(0, D-1, S_f))``, a
 ``crop x crop`` window (random in training, centred at evaluation); training augmentation
 (random flips, 90° rotations, a small in-plane rotation, histogram shift, contrast, coarse
 dropout) comes from MONAI's array transforms, seeded per sample, the same transform for
@@ -9,7 +9,7 @@ every slice of the stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,8 @@ class SliceStackViews:
     """Makes ``{"image": (S, C, crop, crop) uint8}`` from a cached volume.
 
     The defaults are the training views of ``model=classifier`` (random crop and the
-    augmentation of ALGORITHMS.md §3.6); :meth:`plain` gives views without augmentation
-    (centre crop), as evaluation uses.
+    augmentation of docs/algorithms.md §3.4); :meth:`for_eval` gives these views as evaluation
+    uses them (centre crop, no augmentation), :meth:`plain` such views from scratch.
 
     Attributes:
         num_slices: ``S_f`` slices taken evenly over the depth.
@@ -52,8 +52,15 @@ class SliceStackViews:
     def plain(cls, **values: Any) -> SliceStackViews:
         """Views without augmentation: centre crop, every probability 0, unless ``values``
         set some (e.g. ``SliceStackViews.plain(num_slices=16, random_crop=True)``)."""
-        off: dict[str, Any] = {f.name: 0.0 for f in fields(cls) if f.name.endswith("_prob")}
-        return cls(**{"random_crop": False, **off, **values})
+        return replace(cls().for_eval(), **values)
+
+    def for_eval(self) -> SliceStackViews:
+        """These views as evaluation sees them: the centre crop and no augmentation.
+
+        The slices, the crop size and every other setting that is not augmentation are kept.
+        """
+        off: dict[str, Any] = {f.name: 0.0 for f in fields(self) if f.name.endswith("_prob")}
+        return replace(self, random_crop=False, **off)
 
     @property
     def augments(self) -> bool:

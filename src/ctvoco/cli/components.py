@@ -18,7 +18,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ctvoco.errors import UserError
+from ctvoco.errors import ArgumentError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     """Instantiate ``cfg[key]`` after checking its targets; plain containers, not OmegaConf.
 
     ``kwargs`` are passed to the constructor as they are (Hydra would turn dataclass
-    instances into configs if they were merged into the node).
+    instances into configs if they were merged into the node). An
+    :class:`~ctvoco.errors.ArgumentError` of that call is placed in the node's config key
+    (``fold`` becomes ``data.fold``), as Hydra's own calls are by the command line.
     """
     node = cfg.get(key)
     if node is None:
@@ -89,7 +91,33 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     check_targets(node, key)
     if not kwargs:
         return instantiate(node, _convert_="all")
-    return instantiate(node, _convert_="all", _partial_=True)(**kwargs)
+    constructor = instantiate(node, _convert_="all", _partial_=True)
+    try:
+        return constructor(**kwargs)
+    except ArgumentError as exc:  # raised outside Hydra, which would name the node
+        raise exc.within(node_key(node, key)) from exc
+
+
+def node_key(node: Any, key: str) -> str:
+    """The dotted config key of ``node`` (``model.module``), or ``key`` outside a config."""
+    full_key = node._get_full_key(None) if isinstance(node, DictConfig) else ""
+    return str(full_key) or key
+
+
+def build_model_with_views(cfg: DictConfig) -> tuple[Any, Any]:
+    """``model.views``, then ``model.module`` built with them: ``(views, module)``.
+
+    The views go into the module's node as their plain fields (``views=``), so the module
+    is instantiated by Hydra like any node and its argument errors name ``model.module``.
+    """
+    import dataclasses
+
+    views = build(cfg.model, "views")
+    node = cfg.model.get("module")
+    if node is None:
+        raise UserError("the config has no 'module' section")
+    check_targets(node, "model.module")
+    return views, instantiate(node, _convert_="all", views=dataclasses.asdict(views))
 
 
 def wandb_mode(environ: Mapping[str, str] | None = None, netrc_path: Path | None = None) -> str:

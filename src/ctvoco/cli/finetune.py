@@ -32,22 +32,21 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> dict[str, float]:
     """Train one fold, then evaluate the weights ``oof_from`` names on the fold and write
     the reports."""
+    from ctvoco.classify.spec import InferenceSpecFromData
     from ctvoco.cli.components import build, build_trainer
     from ctvoco.cli.training import (
         build_datamodule,
         make_synthetic_if_requested,
         resolve_ckpt_path,
-        without_augmentation,
     )
-    from ctvoco.reports.evaluation import (
+    from ctvoco.reports.evaluation import log_evaluation, write_evaluation
+    from ctvoco.training.history import MetricsHistory
+    from ctvoco.training.oof import (
         FixedPointCheckpoint,
         check_reachable,
         evaluation_weights,
-        log_evaluation,
         parse_oof_rule,
-        write_evaluation,
     )
-    from ctvoco.training.history import MetricsHistory
     from ctvoco.training.resume import RNGState
 
     output_dir = Path(cfg.paths.output_dir)
@@ -59,10 +58,12 @@ def main(cfg: DictConfig) -> dict[str, float]:
     make_synthetic_if_requested(cfg)
     views = build(cfg.model, "views")
     module = build(cfg.model, "module")  # first: a bad backbone name fails before any data work
-    datamodule = build_datamodule(cfg, "classify", views, without_augmentation(views))
+    datamodule = build_datamodule(cfg, "classify", views, views.for_eval())
     history = MetricsHistory(output_dir, plot_groups=("loss", "score"))
     fixed = FixedPointCheckpoint(rule, output_dir / "checkpoints")
-    trainer = build_trainer(cfg, extra_callbacks=[history, RNGState(), fixed])
+    # the checkpoints carry the data's inference spec (preprocessing, views, prevalence)
+    spec = InferenceSpecFromData(datamodule)
+    trainer = build_trainer(cfg, extra_callbacks=[history, RNGState(), fixed, spec])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     if getattr(datamodule, "fold", 0) is None:
         log.info("no validation fold (data.fold=null): nothing to evaluate")

@@ -18,8 +18,8 @@ from ctvoco.errors import UserError
 
 @hydra_app("predict")
 def _predict(cfg: DictConfig) -> None:
-    from ctvoco.classify.predict import predict_submission
     from ctvoco.classify.scaling import format_factors
+    from ctvoco.inference import predict_submission
 
     checkpoints = (
         list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else [cfg.checkpoint]

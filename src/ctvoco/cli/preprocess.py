@@ -30,13 +30,14 @@ EXIT_SERIES_FAILED = 1
 @hydra_app("preprocess")
 def main(cfg: DictConfig) -> None:
     """Preprocess every series of ``data`` that its cache lacks; a summary ends the run."""
-    from ctvoco.cache.builder import parse_shard, start_worker_server
+    from ctvoco.cache.builder import parse_shard
+    from ctvoco.cache.workers import start_worker_server
 
     if int(cfg.num_workers) > 0:
         start_worker_server()  # loads the worker modules while this process loads torch
 
-    from ctvoco.cli.app import ensure_writable_dir
     from ctvoco.cli.components import build
+    from ctvoco.cli.run_setup import ensure_writable_dir
     from ctvoco.data.datamodules import CachedVolumeDataModule, ConcatDataModule
     from ctvoco.errors import UserError
 

@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 @hydra_app("pretrain")
 def main(cfg: DictConfig) -> dict[str, float | None]:
     """Pretrain, export the backbone, and report whether positions were learned."""
-    from ctvoco.cli.components import build, build_trainer
+    from ctvoco.cli.components import build_model_with_views, build_trainer
     from ctvoco.cli.training import (
         build_datamodule,
         make_synthetic_if_requested,
         metric,
         resolve_ckpt_path,
-        without_augmentation,
     )
     from ctvoco.training.history import MetricsHistory
     from ctvoco.training.resume import RNGState
@@ -40,9 +39,9 @@ def main(cfg: DictConfig) -> dict[str, float | None]:
 
     output_dir = Path(cfg.paths.output_dir)
     make_synthetic_if_requested(cfg)
-    views = build(cfg.model, "views")
-    module = build(cfg.model, "module")  # first: a bad backbone name fails before any data work
-    datamodule = build_datamodule(cfg, "pretrain", views, without_augmentation(views))
+    # first: a bad backbone name fails before any data work
+    views, module = build_model_with_views(cfg)
+    datamodule = build_datamodule(cfg, "pretrain", views, views.for_eval())
     history = MetricsHistory(output_dir, plot_groups=("loss", "intra", "position_mae"))
     callbacks = [history, RNGState()]
     export = BackboneExport(output_dir / "export") if cfg.get("export_backbone", True) else None

@@ -7,10 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ctvoco.cli.app import ensure_writable_dir, hydra_app
+from ctvoco.cli.app import hydra_app
+from ctvoco.cli.run_setup import ensure_writable_dir
 from ctvoco.errors import UserError
 from ctvoco.synth.cohort import make_synthetic_cohort
-from ctvoco.synth.phantom import DEFAULT_PREVALENCE
+from ctvoco.synth.labels import DEFAULT_PREVALENCE
 
 
 @hydra_app("synth")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,20 +38,6 @@ def build_datamodule(cfg: DictConfig, purpose: str, views: Any, val_views: Any) 
     datamodule = build(cfg, "data", views=views, val_views=val_views, **extra)
     datamodule.check_inputs()
     return datamodule
-
-
-def without_augmentation(views: Any) -> Any:
-    """A copy of a views dataclass with every augmentation field switched off.
-
-    Random crop positions count as augmentation: evaluation takes the centre crop.
-    """
-    fields = getattr(views, "__dataclass_fields__", {})
-    off = {
-        name: (False if isinstance(getattr(views, name), bool) else 0.0)
-        for name in fields
-        if name.endswith(("_jitter", "_std", "_prob", "augment")) or name == "random_crop"
-    }
-    return replace(views, **off) if off else views
 
 
 LAST_CHECKPOINTS = (

@@ -5,11 +5,11 @@ from ctvoco.data.datamodules import (
     ConcatDataModule,
     FLAREDataModule,
     RSNADataModule,
-    VolumeDataModule,
 )
 from ctvoco.data.dataset import CachedVolumeDataset, VolumeView, WholeVolume
 from ctvoco.data.flare import flare_cases
 from ctvoco.data.folds import load_or_make_folds, make_folds
+from ctvoco.data.loading import VolumeDataModule
 from ctvoco.data.rsna import read_rsna_labels, read_series_meta, rsna_series
 from ctvoco.data.sampling import SeededSampler, sample_seed
 

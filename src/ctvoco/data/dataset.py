@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.data.sampling import sample_seed
 from ctvoco.errors import DataError
-from ctvoco.schema import TARGETS
+from ctvoco.labels import TARGETS
 
 
 class VolumeView(Protocol):

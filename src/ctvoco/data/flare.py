@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ctvoco.cache.builder import SeriesSource
 from ctvoco.errors import DataError, UserError
 from ctvoco.io.nifti import nifti_case_id
+from ctvoco.io.series import SeriesSource
 
 log = logging.getLogger(__name__)
 

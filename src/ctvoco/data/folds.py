@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from ctvoco.errors import DataError, UserError
+from ctvoco.errors import ArgumentError, DataError, UserError
 from ctvoco.io.atomic import write_text_atomic
 
 STRATIFY_COLUMNS = (
@@ -24,13 +24,24 @@ STRATIFY_COLUMNS = (
 )
 
 
+def check_n_folds(n_folds: int) -> int:
+    """``n_folds``, known to be a number of folds a split can have (2 or more).
+
+    Raises:
+        ArgumentError: Naming ``n_folds`` and the value.
+    """
+    if n_folds < 2:
+        raise ArgumentError("n_folds", f" must be at least 2; got {n_folds}")
+    return n_folds
+
+
 def make_folds(
     labels: pd.DataFrame,
     series_counts: pd.Series | None = None,
     n_folds: int = 5,
     seed: int = 42,
 ) -> pd.DataFrame:
-    """Assign every patient to one of ``n_folds`` folds (ALGORITHMS.md §3.6).
+    """Assign every patient to one of ``n_folds`` folds (docs/algorithms.md §3.4).
 
     Stratified on the injury columns and on the number of series per patient with
     ``MultilabelStratifiedKFold(shuffle=True, random_state=seed)``.
@@ -44,8 +55,7 @@ def make_folds(
     Returns:
         ``patient_id``, ``fold`` sorted by patient.
     """
-    if n_folds < 2:
-        raise UserError(f"data.n_folds must be at least 2; got {n_folds}")
+    check_n_folds(n_folds)
     if len(labels) < n_folds:
         raise DataError(f"{len(labels)} labelled patients cannot make {n_folds} folds")
     patients = labels["patient_id"].to_numpy()

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ctvoco.cache.builder import SeriesSource
-from ctvoco.errors import DataError, UserError
-from ctvoco.schema import LABEL_COLUMNS, PREDICTION_COLUMNS, TARGETS, target_columns
+from ctvoco.errors import DataError, UserError, look_up_option
+from ctvoco.io.series import SeriesSource
+from ctvoco.labels import LABEL_COLUMNS, PREDICTION_COLUMNS, TARGETS, target_columns
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ def parse_id(value: object, what: str, where: str) -> int:
 
 def images_dir(root: str | os.PathLike[str], split: str = "train") -> Path:
     """``<root>/<split>_images``, or a :class:`UserError` saying how to get the data."""
-    if split not in SPLITS:
-        raise UserError(f"data.split must be one of {', '.join(SPLITS)}; got {split!r}")
+    look_up_option("split", split, SPLITS)
     folder = Path(root) / f"{split}_images"
     if not folder.is_dir():
         raise UserError(
@@ -60,6 +60,82 @@ def images_dir(root: str | os.PathLike[str], split: str = "train") -> Path:
             "data.root=/path/to/rsna-2023-abdominal-trauma-detection"
         )
     return folder
+
+
+@dataclass
+class PatientFolder:
+    """One ``<patient_id>/`` folder of a series tree and what listing it gave.
+
+    Attributes:
+        path: The folder.
+        series: Its ``<series_id>/`` folders as sources, keyed ``<patient_id>_<series_id>``.
+        error: Why the folder could not be listed (``series`` is then empty); ``None`` if
+            it could.
+    """
+
+    path: Path
+    series: list[SeriesSource] = field(default_factory=list)
+    error: OSError | None = None
+
+    @property
+    def patient_id(self) -> str:
+        """The canonical integer id (``00123`` -> ``123``)."""
+        return str(int(self.path.name))
+
+
+def walk_series_tree(
+    folder: Path, what: str, advice: str = ""
+) -> tuple[list[PatientFolder], list[Path]]:
+    """The ``<folder>/<patient_id>/<series_id>/`` tree: patients, their series, and the rest.
+
+    Entries are visited in sorted order; hidden ones are ignored. A patient folder that
+    cannot be listed (no permission, I/O error) is returned with its error, so the caller
+    decides what its patient gets.
+
+    Args:
+        folder: The tree's root (e.g. ``test_images``).
+        what: What ``folder`` is, for the error (``images folder``).
+        advice: What to do when ``folder`` cannot be listed, appended to the error.
+
+    Returns:
+        ``(patients, skipped)``: every integer-named patient folder, and every other entry
+        (files and non-integer folders, at either level).
+
+    Raises:
+        UserError: ``folder`` itself cannot be listed (naming it and the reason).
+    """
+    try:
+        entries = _visible(folder)
+    except OSError as exc:
+        suffix = f"; {advice}" if advice else ""
+        raise UserError(
+            f"{folder}: cannot list the {what} ({exc.strerror or exc}){suffix}"
+        ) from exc
+    patients: list[PatientFolder] = []
+    skipped: list[Path] = []
+    for patient_dir in entries:
+        if not patient_dir.is_dir() or not is_id(patient_dir.name):
+            skipped.append(patient_dir)
+            continue
+        patient = PatientFolder(patient_dir)
+        patients.append(patient)
+        try:
+            series_dirs = _visible(patient_dir)
+        except OSError as exc:
+            patient.error = exc
+            continue
+        for series_dir in series_dirs:
+            if not series_dir.is_dir() or not is_id(series_dir.name):
+                skipped.append(series_dir)
+                continue
+            pid, sid = patient.patient_id, str(int(series_dir.name))
+            patient.series.append(SeriesSource(f"{pid}_{sid}", str(series_dir), pid, sid))
+    return patients, skipped
+
+
+def _visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` whose names do not start with a dot, sorted."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[SeriesSource]:
@@ -74,36 +150,22 @@ def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[Seri
         UserError: The images folder itself cannot be listed.
     """
     folder = images_dir(root, split)
+    patients, skipped = walk_series_tree(
+        folder,
+        "images folder",
+        "make it readable or set data.root= to another copy of the data",
+    )
     sources = []
-    skipped = []
-    try:
-        patients = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    except OSError as exc:
-        raise UserError(
-            f"{folder}: cannot list the images folder ({exc.strerror or exc}); make it "
-            "readable or set data.root= to another copy of the data"
-        ) from exc
-    for patient_dir in patients:
-        if not patient_dir.is_dir() or not is_id(patient_dir.name):
-            skipped.append(patient_dir.name)
-            continue
-        try:
-            entries = sorted(p for p in patient_dir.iterdir() if not p.name.startswith("."))
-        except OSError as exc:
-            sources.append(_unreadable_patient(patient_dir, exc))
-            continue
-        for series_dir in entries:
-            if not series_dir.is_dir() or not is_id(series_dir.name):
-                skipped.append(f"{patient_dir.name}/{series_dir.name}")
-                continue
-            pid, sid = int(patient_dir.name), int(series_dir.name)
-            sources.append(SeriesSource(f"{pid}_{sid}", str(series_dir), str(pid), str(sid)))
+    for patient in patients:
+        if patient.error is not None:
+            sources.append(_unreadable_patient(patient.path, patient.error))
+        sources.extend(patient.series)
     if skipped:
         log.warning(
             "%s: skipped %d entries whose names are not integer ids: %s",
             folder,
             len(skipped),
-            ", ".join(skipped[:5]),
+            ", ".join(str(p.relative_to(folder)) for p in skipped[:5]),
         )
     return sources
 

@@ -1,6 +1,6 @@
 """Read one DICOM CT series (a folder of slices) into a canonical :class:`CTVolume`.
 
-What the reader guarantees (ALGORITHMS.md §1.1):
+What the reader guarantees (docs/algorithms.md §1.1):
 
 - slices are ordered by their position along the slice normal, never by file name; when
   positions are missing it falls back to ``InstanceNumber`` and says so;

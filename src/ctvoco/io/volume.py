@@ -1,6 +1,6 @@
 """``CTVolume`` and the canonical orientation every reader returns.
 
-Canonical orientation (ALGORITHMS.md §1): an array ``(D, H, W)`` = (slices, rows, columns)
+Canonical orientation (docs/algorithms.md): an array ``(D, H, W)`` = (slices, rows, columns)
 where slice 0 is the most cranial slice, row 0 is anterior and column 0 is the patient's
 right. In DICOM's patient coordinate system LPS (x to the patient's Left, y Posterior,
 z Superior) the three array axes therefore point to ``-z``, ``+y`` and ``+x``.

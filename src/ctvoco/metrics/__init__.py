@@ -1,25 +1,7 @@
-"""Evaluation metrics: the RSNA 2023 Abdominal Trauma Detection score and helpers."""
+"""Evaluation metrics: the RSNA 2023 Abdominal Trauma Detection score and its AUCs."""
 
 from __future__ import annotations
 
-from ctvoco.metrics.rsna import (
-    AGGREGATIONS,
-    EPS,
-    aggregate_predictions,
-    classes_from_labels,
-    labels_from_classes,
-    prevalence_predictions,
-    rsna_score,
-    target_auc,
-)
+from ctvoco.metrics.rsna import EPS, rsna_score, score_arrays, score_predictions, target_auc
 
-__all__ = [
-    "AGGREGATIONS",
-    "EPS",
-    "aggregate_predictions",
-    "classes_from_labels",
-    "labels_from_classes",
-    "prevalence_predictions",
-    "rsna_score",
-    "target_auc",
-]
+__all__ = ["EPS", "rsna_score", "score_arrays", "score_predictions", "target_auc"]

@@ -1,4 +1,4 @@
-"""The checkpoint contract (ALGORITHMS.md §2.5): exporting and importing backbone weights.
+"""The checkpoint contract (docs/algorithms.md §2.5): exporting and importing backbone weights.
 
 - A pretraining run writes Lightning checkpoints (resumable) and an *exported backbone*:
   a plain state dict whose keys are exactly timm's for the named model, so
@@ -389,17 +389,48 @@ def export_backbone(
         raise DataError(f"{ckpt_path}: no backbone name in the checkpoint; pass name=")
     in_chans = int(in_chans or hparams.get("in_chans", 1))
     state, _, layout = extract_backbone_state(raw)
-    exported = export_state_dict(state, name, in_chans)
-    out = Path(out_path)
+    return write_backbone_export(
+        state,
+        name,
+        in_chans,
+        out_path,
+        source=str(ckpt_path),
+        layout=layout,
+        global_step=raw.get("global_step") if isinstance(raw, dict) else None,
+    )
+
+
+def write_backbone_export(
+    backbone_state: dict[str, Tensor],
+    name: str,
+    in_chans: int,
+    path: str | os.PathLike[str],
+    **meta: Any,
+) -> Path:
+    """Write an exported backbone: ``path`` (timm's keys) and its ``.json`` description.
+
+    Both files are written atomically: a failed write leaves the previous export (or
+    none), never a partial file. The ``.json`` holds ``backbone``, ``in_chans``, ``meta``
+    and how to load the weights (``usage``).
+
+    Args:
+        backbone_state: The backbone's tensors (see :func:`export_state_dict`).
+        name: timm model name.
+        in_chans: Input channels.
+        path: The ``.pt`` file; its folder is created.
+        **meta: More entries of the description (``global_step``, ``source``, ...).
+
+    Returns:
+        ``path``.
+    """
+    exported = export_state_dict(backbone_state, name, in_chans)
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch_save_atomic(exported, out)
-    meta = {
-        "backbone": name,
-        "in_chans": in_chans,
-        "source": str(ckpt_path),
-        "layout": layout,
-        "global_step": raw.get("global_step") if isinstance(raw, dict) else None,
-        "usage": f"timm.create_model('{name}', in_chans={in_chans}).load_state_dict(torch.load(path, weights_only=True))",
-    }
-    write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2))
+    usage = (
+        f"timm.create_model('{name}', in_chans={in_chans})"
+        ".load_state_dict(torch.load(path, weights_only=True))"
+    )
+    record = {"backbone": name, "in_chans": in_chans, **meta, "usage": usage}
+    write_text_atomic(out.with_suffix(".json"), json.dumps(record, indent=2))
     return out

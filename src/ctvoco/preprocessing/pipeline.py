@@ -1,4 +1,4 @@
-"""``preprocess_series``: one CT series in, one cache array out (ALGORITHMS.md §1.3).
+"""``preprocess_series``: one CT series in, one cache array out (docs/algorithms.md §1.2–1.3).
 
 1. HU -> fixed window(s) -> uint8 (``scaling="fixed"``; ``"per_slice_minmax"`` reproduces
    the research code, which stretches every slice by its own min/max);
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ctvoco.errors import DataError, UserError
+from ctvoco.errors import ArgumentError, DataError, UserError, look_up_option
 from ctvoco.io.dicom import read_dicom_series
 from ctvoco.io.nifti import read_nifti
 from ctvoco.io.volume import CTVolume
@@ -81,24 +81,22 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         windows = as_windows(self.windows)
         if not windows or any(hi <= lo for lo, hi in windows):
-            raise UserError(
-                f"preprocess.windows must be [low, high] HU pairs with high > low; got {self.windows}"
+            raise ArgumentError(
+                "preprocess.windows",
+                f" must be [low, high] HU pairs with high > low; got {self.windows}",
             )
         try:
             shape = tuple(int(s) for s in self.shape)
         except (TypeError, ValueError):
             shape = ()
         if len(shape) != 3 or min(shape) < 1:
-            raise UserError(
-                f"preprocess.shape must be three positive sizes (D, H, W); got {self.shape}"
+            raise ArgumentError(
+                "preprocess.shape", f" must be three positive sizes (D, H, W); got {self.shape}"
             )
-        if self.scaling not in SCALINGS:
-            raise UserError(
-                f"preprocess.scaling must be one of {', '.join(SCALINGS)}; got {self.scaling!r}"
-            )
+        look_up_option("preprocess.scaling", self.scaling, SCALINGS)
         if not 0 <= self.body_threshold < 255:
-            raise UserError(
-                f"preprocess.body_threshold must be in [0, 255); got {self.body_threshold}"
+            raise ArgumentError(
+                "preprocess.body_threshold", f" must be in [0, 255); got {self.body_threshold}"
             )
         object.__setattr__(self, "windows", windows)
         object.__setattr__(self, "shape", shape)
@@ -106,7 +104,11 @@ class PreprocessConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> PreprocessConfig:
-        """Build from a config section, naming unknown keys in the error."""
+        """Build from a ``preprocess`` argument, naming unknown keys in the error.
+
+        Raises:
+            UserError: A key is unknown, or a value is refused.
+        """
         values = dict(mapping or {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
@@ -268,7 +270,9 @@ def as_windows(value: Any) -> tuple[tuple[float, float], ...]:
             return ((float(value[0]), float(value[1])),)
         return tuple((float(lo), float(hi)) for lo, hi in value)
     except (TypeError, ValueError):
-        raise UserError(f"preprocess.windows must be [low, high] HU pairs; got {value!r}") from None
+        raise ArgumentError(
+            "preprocess.windows", f" must be [low, high] HU pairs; got {value!r}"
+        ) from None
 
 
 def as_spacing(value: Any) -> tuple[float, float, float] | None:
@@ -279,9 +283,10 @@ def as_spacing(value: Any) -> tuple[float, float, float] | None:
     """
     if value is None:
         return None
-    message = (
-        "preprocess.target_spacing must be null, a voxel size in mm, [z, in_plane] or "
-        f"[z, y, x] with finite sizes > 0; got {value!r}"
+    error = ArgumentError(
+        "preprocess.target_spacing",
+        " must be null, a voxel size in mm, [z, in_plane] or [z, y, x] with finite sizes > 0; "
+        f"got {value!r}",
     )
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -291,7 +296,7 @@ def as_spacing(value: Any) -> tuple[float, float, float] | None:
             if len(sizes) == 2:
                 sizes = [sizes[0], sizes[1], sizes[1]]
     except (TypeError, ValueError):
-        raise UserError(message) from None
+        raise error from None
     if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
-        raise UserError(message)
+        raise error
     return (sizes[0], sizes[1], sizes[2])

@@ -20,8 +20,13 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from ctvoco.io.atomic import atomic_write
-from ctvoco.metrics.rsna import aggregate_predictions
-from ctvoco.schema import ORGAN_TARGETS, SCORE_COLUMNS, TARGET_CLASSES, target_columns
+from ctvoco.labels import (
+    ORGAN_TARGETS,
+    SCORE_COLUMNS,
+    TARGET_CLASSES,
+    aggregate_predictions,
+    target_columns,
+)
 
 
 def injury_scores(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,19 +38,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ctvoco.errors import UserError
 from ctvoco.io.atomic import write_text_atomic
-from ctvoco.io.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from ctvoco.io.nifti import write_nifti
 from ctvoco.io.volume import CANONICAL_DIRECTIONS, canonical_transform
-from ctvoco.schema import LABEL_COLUMNS, TARGETS
-from ctvoco.synth.phantom import (
+from ctvoco.labels import LABEL_COLUMNS, TARGETS
+from ctvoco.synth.anatomy import draw_anatomy
+from ctvoco.synth.dicom_writer import SeriesTags, new_uid, write_dicom_series
+from ctvoco.synth.labels import (
     DEFAULT_PREVALENCE,
     INJURY_CODES,
     InjuryLabels,
-    _check_prevalence,
-    draw_anatomy,
+    check_prevalence,
     draw_injury_labels,
-    render_volume,
 )
+from ctvoco.synth.render import render_volume
 
 Vec3 = tuple[float, float, float]
 
@@ -107,7 +107,7 @@ class CohortSpec:
     def __post_init__(self) -> None:
         if self.prevalence is not None:
             try:
-                _check_prevalence(self.prevalence)
+                check_prevalence(self.prevalence)
             except ValueError as exc:
                 raise UserError(f"synthetic cohort prevalence: {exc}") from None
 
@@ -195,23 +195,11 @@ def make_synthetic_cohort(
         disable=not progress,
     ) as bar:
         task = bar.add_task("cohort", total=total)
-        patient_ids = _unique_ids(rng, cohort_spec.n_patients + cohort_spec.n_test, 10000, 65535)
-        rows, series_rows, image_rows = [], [], []
-        for i, patient_id in enumerate(patient_ids):
-            split = "train" if i < cohort_spec.n_patients else "test"
-            labels = draw_injury_labels(rng, prevalence)
-            written, labels, shown = _write_patient(
-                root / "rsna", split, int(patient_id), labels, cohort_spec, rng
-            )
-            series_rows += written
-            image_rows += shown if split == "train" else []
-            rows.append({"patient_id": int(patient_id), "split": split, **labels.to_row()})
-            bar.advance(task)
-        flare_cases = []
+        rows, series_rows, image_rows = _write_rsna_patients(
+            root / "rsna", cohort_spec, rng, prevalence, lambda: bar.advance(task)
+        )
         for i in range(cohort_spec.n_flare):
-            flare_cases.append(
-                _write_flare_case(root / "flare", i + 1, cohort_spec, rng, prevalence)
-            )
+            _write_flare_case(root / "flare", i + 1, cohort_spec, rng, prevalence)
             bar.advance(task)
     frame = pd.DataFrame(rows)
     _write_tables(root / "rsna", frame, pd.DataFrame(series_rows))
@@ -227,6 +215,31 @@ def make_synthetic_cohort(
             highlight=False,
         )
     return _load(root, cohort_spec)
+
+
+def _write_rsna_patients(
+    rsna: Path,
+    spec: CohortSpec,
+    rng: np.random.Generator,
+    prevalence: Mapping[str, Sequence[float]],
+    advance: Callable[[], None],
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Write every train and test patient of the RSNA tree, calling ``advance`` after each.
+
+    Returns:
+        ``(label rows, series rows, image-level label rows of train patients)``.
+    """
+    patient_ids = _unique_ids(rng, spec.n_patients + spec.n_test, 10000, 65535)
+    rows, series_rows, image_rows = [], [], []
+    for i, patient_id in enumerate(patient_ids):
+        split = "train" if i < spec.n_patients else "test"
+        labels = draw_injury_labels(rng, prevalence)
+        written, labels, shown = _write_patient(rsna, split, int(patient_id), labels, spec, rng)
+        series_rows += written
+        image_rows += shown if split == "train" else []
+        rows.append({"patient_id": int(patient_id), "split": split, **labels.to_row()})
+        advance()
+    return rows, series_rows, image_rows
 
 
 def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:

@@ -9,14 +9,19 @@ Two kinds of step change no weights:
   scale (a few such steps at the start of a run are normal), so these steps are counted
   and logged apart, and only a long unbroken run of them (the scale has collapsed: the
   gradients are not finite at any scale) stops training.
+
+:class:`NonFiniteMonitor` applies the policy as a Lightning callback.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -112,31 +117,88 @@ class NonFiniteGuard:
         self.scaler_skips = int(state.get("scaler_skips", 0))
 
 
-class OptimizerStepCounter:
-    """Counts ``optimizer.step()`` calls that really ran, through a step post-hook.
+class NonFiniteMonitor(Callback):
+    """Applies a :class:`NonFiniteGuard` in training: skips, counts, logs, stops.
 
-    The fp16 gradient scaler skips ``optimizer.step()`` when gradients overflow; the hook
-    then never fires.
+    The module asks :meth:`loss_is_finite` in ``training_step`` and returns ``None`` (no
+    backward, no weight change) when it says no. The callback watches every optimiser step
+    through a step post-hook: a step after a finite loss that the fp16 gradient scaler
+    skipped is counted apart (:meth:`NonFiniteGuard.optimizer_step`). After each batch it
+    logs ``train/scaler_skipped_steps``, and ``train/nonfinite_count`` (every batch, or only
+    after a non-finite loss).
+
+    Args:
+        guard: The counts (the module saves them in its checkpoints).
+        batch_key: A batch entry whose first dim is the batch size (for the logged values).
+        log_count_every_step: Log ``train/nonfinite_count`` after every batch; ``False``:
+            only after a batch whose loss was not finite.
     """
 
-    def __init__(self, optimizer: Any) -> None:
-        self.count = 0
+    def __init__(self, guard: NonFiniteGuard, batch_key: str, log_count_every_step: bool) -> None:
+        self.guard = guard
+        self.batch_key = batch_key
+        self.log_count_every_step = log_count_every_step
+        self._finite = True
+        self._attempted = False
+        self._stepped = False
+        self._handle: Any = None
+
+    def loss_is_finite(
+        self, pl_module: LightningModule, loss: Tensor, detail: Callable[[], str] | None = None
+    ) -> bool:
+        """Whether the step may go on: ``loss`` is finite on every rank.
+
+        Args:
+            pl_module: The training module (its trainer reduces the decision over ranks).
+            loss: The step's loss.
+            detail: Describes the loss terms; called only for a non-finite loss.
+
+        Raises:
+            NonFiniteLossError: The guard's limit is exceeded.
+        """
+        finite = bool(torch.isfinite(loss).item())
+        self._finite = pl_module.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        text = detail() if detail is not None and not self._finite else ""
+        return self.guard.check(self._finite, pl_module.global_step, text)
+
+    @property
+    def step_taken(self) -> bool:
+        """The current batch's loss was finite and the optimiser really stepped."""
+        return self._finite and self._attempted and self._stepped
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._attempted = self._stepped = False
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Any
+    ) -> None:
+        self._attempted, self._stepped = True, False
         inner = getattr(optimizer, "optimizer", optimizer)  # LightningOptimizer wraps it
-        self._handle = inner.register_step_post_hook(self._hook)
+        self._remove_hook()
+        self._handle = inner.register_step_post_hook(self._step_hook)
 
-    def _hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self.count += 1
+    def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._stepped = True
 
-    def remove(self) -> None:
-        """Detach the hook."""
-        self._handle.remove()
+    def _remove_hook(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        # Counted here, after the optimiser step, so that a step the gradient scaler skipped
+        # shows up in the same step's logged value.
+        self._remove_hook()
+        if self._attempted and self._finite:
+            self.guard.optimizer_step(self._stepped, pl_module.global_step)
+        size = batch[self.batch_key].shape[0]
+        if self.log_count_every_step or not self._finite:
+            pl_module.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
+        pl_module.log("train/scaler_skipped_steps", float(self.guard.scaler_skips), batch_size=size)
 
-@contextmanager
-def count_optimizer_steps(optimizer: Any) -> Iterator[OptimizerStepCounter]:
-    """``with count_optimizer_steps(opt) as stepped: ...``; then ``stepped.count``."""
-    counter = OptimizerStepCounter(optimizer)
-    try:
-        yield counter
-    finally:
-        counter.remove()
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._remove_hook()

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ctvoco.errors import UserError
-
-LR_SCHEDULES = ("cosine", "cyclic_cosine")
-"""Schedules of the classifier: warm-up + one cosine over the run, or a cyclic cosine."""
+from ctvoco.errors import ArgumentError, is_whole_number
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -33,27 +30,24 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _is_whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_schedule_steps(where: str, schedule_steps: object, warmup_steps: int) -> None:
     """Refuse a cosine horizon that is not a whole number of steps beyond the warm-up.
 
     Args:
-        where: The config section the setting comes from (``model.module``), named in the error.
+        where: The section of the setting (``scheduler``), named in the error.
         schedule_steps: ``None`` (the run length) or the step at which the cosine ends.
         warmup_steps: The warm-up length the horizon must exceed.
 
     Raises:
-        UserError: Naming the key, its value and what it must be.
+        ArgumentError: Naming the setting, its value and what it must be.
     """
     if schedule_steps is None:
         return
-    if not _is_whole(schedule_steps) or schedule_steps <= warmup_steps:
-        raise UserError(
-            f"{where}.schedule_steps={schedule_steps!r} must be null (the run length) or a "
-            f"whole number of steps greater than warmup_steps={warmup_steps}"
+    if not is_whole_number(schedule_steps) or schedule_steps <= warmup_steps:
+        raise ArgumentError(
+            f"{where}.schedule_steps",
+            f"={schedule_steps!r} must be null (the run length) or a whole number of steps "
+            f"greater than warmup_steps={warmup_steps}",
         )
 
 
@@ -73,7 +67,7 @@ class WarmupCosine:
 
     Args:
         warmup_steps: Length of the linear warm-up.
-        min_ratio: Final factor.
+        min_lr_ratio: Final factor.
         total_steps: The run length (``None``: not known yet).
         schedule_steps: Step at which the cosine reaches ``min_ratio``; ``None``: the run
             length ``total_steps``.
@@ -82,12 +76,12 @@ class WarmupCosine:
     def __init__(
         self,
         warmup_steps: int,
-        min_ratio: float = 0.0,
+        min_lr_ratio: float = 0.0,
         total_steps: int | None = None,
         schedule_steps: int | None = None,
     ):
         self.warmup_steps = int(warmup_steps)
-        self.min_ratio = float(min_ratio)
+        self.min_ratio = float(min_lr_ratio)
         self.total_steps = total_steps
         self.schedule_steps = None if schedule_steps is None else int(schedule_steps)
 
@@ -118,21 +112,22 @@ class CyclicCosine:
 
     Args:
         half_period: Steps from the peak to the minimum, ``T_max``.
-        min_ratio: The minimum factor.
+        min_lr_ratio: The minimum factor.
         warmup_steps: Length of a linear warm-up before the first cycle.
 
     Raises:
-        UserError: If ``half_period`` is not a whole number > 0.
+        ArgumentError: If ``half_period`` is not a whole number > 0.
     """
 
-    def __init__(self, half_period: int, min_ratio: float = 0.0, warmup_steps: int = 0):
-        if not _is_whole(half_period) or half_period < 1:
-            raise UserError(
-                f"the cyclic cosine's half_period (model.module.lr_half_period) must be a "
-                f"whole number of steps > 0; got {half_period!r}"
+    def __init__(self, half_period: int, min_lr_ratio: float = 0.0, warmup_steps: int = 0):
+        if not is_whole_number(half_period) or half_period < 1:
+            raise ArgumentError(
+                "half_period",
+                f"={half_period!r} (the cyclic cosine's steps from the peak to the minimum) "
+                "must be a whole number of steps > 0",
             )
         self.half_period = int(half_period)
-        self.min_ratio = float(min_ratio)
+        self.min_ratio = float(min_lr_ratio)
         self.warmup_steps = int(warmup_steps)
         self.total_steps: int | None = None
 

@@ -1,7 +1,7 @@
 """Momentum (EMA) teacher updates and the cosine momentum schedule.
 
 Reference: Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020 (schedule); Wu, Zhuang,
-Xu, Chen, "VoCo", CVPR 2024; 2D-VoCo, arXiv 2601.14593 (spec §2.2).
+Xu, Chen, "VoCo", CVPR 2024; 2D-VoCo, arXiv 2601.14593 (docs/algorithms.md §2.2).
 """
 
 from __future__ import annotations

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from ctvoco.io.atomic import torch_save_atomic, write_text_atomic
-from ctvoco.models.checkpoints import export_state_dict
+from ctvoco.models.checkpoints import write_backbone_export
 
 
 class BackboneExport(pl.Callback):
     """At the end of ``fit``, save ``<dir>/<backbone>.pt`` loadable by plain timm (strict).
 
-    The weights and their ``.json`` description are written atomically: a failed write
-    leaves the previous export (or none), never a partial file.
+    The weights and their ``.json`` description are written atomically by
+    :func:`~ctvoco.models.checkpoints.write_backbone_export`: a failed write leaves the
+    previous export (or none), never a partial file.
 
     Args:
         directory: Output folder (``<run dir>/export``).
@@ -31,23 +30,17 @@ class BackboneExport(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         hp = pl_module.hparams
         state = pl_module.student_encoder.backbone.state_dict()
-        exported = export_state_dict(
-            {k: v.cpu() for k, v in state.items()}, hp.backbone, hp.in_chans
-        )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{hp.backbone}.pt"
-        torch_save_atomic(exported, path)
-        meta = {
-            "backbone": hp.backbone,
-            "in_chans": hp.in_chans,
-            "global_step": trainer.global_step,
-            "usage": f"timm.create_model('{hp.backbone}', in_chans={hp.in_chans}).load_state_dict(torch.load(path, weights_only=True))",
-        }
+        meta: dict[str, Any] = {"global_step": trainer.global_step}
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None:  # which RSNA patients pretraining saw (for finetuning)
             meta["rsna_patients"] = rsna_patients_record(datamodule)
-        write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2))
-        self.path = path
+        self.path = write_backbone_export(
+            {k: v.cpu() for k, v in state.items()},
+            hp.backbone,
+            hp.in_chans,
+            self.directory / f"{hp.backbone}.pt",
+            **meta,
+        )
 
 
 def rsna_patients_record(datamodule: Any) -> dict[str, Any] | None:

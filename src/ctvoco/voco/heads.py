@@ -1,7 +1,8 @@
 """Projection head of 2D-VoCo pretraining.
 
 Reference: Wu, Zhuang, Xu, Chen, "VoCo: A Simple-yet-Effective Volume Contrastive Learning
-Framework for 3D Medical Image Analysis", CVPR 2024; 2D-VoCo, arXiv 2601.14593 (spec §2.2).
+Framework for 3D Medical Image Analysis", CVPR 2024; 2D-VoCo, arXiv 2601.14593. The math:
+docs/algorithms.md §2.2.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ctvoco.errors import look_up_option
+
 __all__ = ["DROPOUT_PLACES", "HEAD_NORMS", "ProjectionHead", "SliceDropout"]
 
-HEAD_NORMS: tuple[str, ...] = ("batch", "seed")
+HEAD_NORMS: tuple[str, ...] = ("batch", "per_slot")
 """Accepted values of ``ProjectionHead(norm=...)``."""
 
 DROPOUT_PLACES: tuple[str, ...] = ("crop", "slice")
@@ -34,10 +37,8 @@ class ProjectionHead(nn.Module):
     """MLP projection head ``Linear–BN–ReLU–Linear–BN–ReLU–Linear`` (2D-VoCo).
 
     Layers: ``Linear(in_dim, hidden_dim)`` – BN – ReLU – ``Linear(hidden_dim, hidden_dim)`` –
-    BN – ReLU – ``Linear(hidden_dim, out_dim)``, as in the research code and spec §2.2
-    (/work/shared/spec/ALGORITHMS.md: "Linear(d, 2048) – BN – ReLU – Linear(2048, 2048) – BN –
-    ReLU – Linear(2048, 2048), BN without affine/running stats"). There is no normalisation
-    after the last ``Linear``.
+    BN – ReLU – ``Linear(hidden_dim, out_dim)``, as in the research code (docs/algorithms.md
+    §2.2; 2048 wide by default). There is no normalisation after the last ``Linear``.
 
     Both BatchNorms are ``BatchNorm1d(..., affine=False, track_running_stats=False)``: they
     have no learnable parameters and no buffers, and they normalise with the statistics of the
@@ -54,29 +55,30 @@ class ProjectionHead(nn.Module):
       ``ValueError("Expected more than 1 value per channel when training ...")`` for a single
       row, in eval mode too. The VoCo caller always passes ``B * (K + n²) >= 2`` rows, so a
       ``(1, K + n², in_dim)`` input (one volume) works.
-    * ``norm="seed"`` reproduces the research code: the input ``(B, T, C)`` is fed to
+    * ``norm="per_slot"`` reproduces the research code: the input ``(B, T, C)`` is fed to
       ``BatchNorm1d`` unchanged, and ``BatchNorm1d`` treats dim 1 as the channel. The layers are
       therefore ``BatchNorm1d(T)`` (``T = num_slots``, e.g. ``K + n²``, same flags as above) and
       normalise each *slot* over ``(B, C)``: every crop position gets its own mean/variance
       taken across its feature vector, instead of each feature being standardised across
       crops. This ties the head to a fixed number and order of crops and mixes the scale of
       unrelated features within one embedding. Use it only to reproduce published numbers
-      (``head_norm: seed``).
+      (``head_norm: per_slot``).
 
     Args:
         in_dim: Input feature size ``d`` (the pooled backbone features).
         hidden_dim: Width of the two hidden layers.
         out_dim: Output embedding size.
-        norm: ``"batch"`` or ``"seed"`` (see above).
-        num_slots: Number of slots ``T`` per sample; required for ``norm="seed"``, ignored for
+        norm: ``"batch"`` or ``"per_slot"`` (see above).
+        num_slots: Number of slots ``T`` per sample; required for ``norm="per_slot"``, ignored for
             ``norm="batch"``.
 
     Shapes:
         ``"batch"``: input ``(..., in_dim)`` → output ``(..., out_dim)``.
-        ``"seed"``: input ``(B, T, in_dim)`` with ``T = num_slots`` → ``(B, T, out_dim)``.
+        ``"per_slot"``: input ``(B, T, in_dim)`` with ``T = num_slots`` → ``(B, T, out_dim)``.
 
     Raises:
-        ValueError: On a bad size, an unknown ``norm``, or a missing ``num_slots`` for seed.
+        ValueError: On a bad size, or a missing ``num_slots`` for ``per_slot``.
+        UserError: On an unknown ``norm`` (with the closest accepted one).
     """
 
     def __init__(
@@ -84,19 +86,17 @@ class ProjectionHead(nn.Module):
         in_dim: int,
         hidden_dim: int = 2048,
         out_dim: int = 2048,
-        norm: Literal["batch", "seed"] = "batch",
+        norm: Literal["batch", "per_slot"] = "batch",
         num_slots: int | None = None,
     ) -> None:
         super().__init__()
         self.in_dim = _check_positive_int("in_dim", in_dim)
         self.hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
         self.out_dim = _check_positive_int("out_dim", out_dim)
-        if norm not in HEAD_NORMS:
-            raise ValueError(f"norm must be one of {HEAD_NORMS}; got {norm!r}")
-        self.norm = norm
-        if norm == "seed":
+        self.norm = look_up_option("norm", norm, HEAD_NORMS)
+        if norm == "per_slot":
             if num_slots is None:
-                raise ValueError("norm='seed' needs num_slots (the T of the (B, T, C) input)")
+                raise ValueError("norm='per_slot' needs num_slots (the T of the (B, T, C) input)")
             self.num_slots: int | None = _check_positive_int("num_slots", num_slots)
             bn_features = self.num_slots
         else:
@@ -120,7 +120,7 @@ class ProjectionHead(nn.Module):
         """Project features.
 
         Args:
-            x: ``(..., in_dim)`` for ``"batch"``; ``(B, num_slots, in_dim)`` for ``"seed"``.
+            x: ``(..., in_dim)`` for ``"batch"``; ``(B, num_slots, in_dim)`` for ``"per_slot"``.
 
         Returns:
             ``(..., out_dim)``, the leading dims of ``x`` kept.
@@ -133,11 +133,11 @@ class ProjectionHead(nn.Module):
             raise ValueError(
                 f"x must be (..., in_dim) with in_dim={self.in_dim}; got {tuple(x.shape)}"
             )
-        if self.norm == "seed":
+        if self.norm == "per_slot":
             if x.ndim != 3 or x.shape[1] != self.num_slots:
                 raise ValueError(
                     f"x must be (B, T, C) with T={self.num_slots}, C={self.in_dim} for "
-                    f"norm='seed'; got {tuple(x.shape)}"
+                    f"norm='per_slot'; got {tuple(x.shape)}"
                 )
             return self.layers(x)
         lead = x.shape[:-1]
@@ -169,13 +169,13 @@ class SliceDropout(nn.Module):
         input ``(B, M, S, d)`` slice features → output ``(B, M, d)``.
 
     Raises:
-        ValueError: On an unknown ``at`` or a ``p`` outside ``[0, 1)``.
+        UserError: On an unknown ``at``.
+        ValueError: On a ``p`` outside ``[0, 1)``.
     """
 
     def __init__(self, p: float = 0.2, at: Literal["crop", "slice"] = "crop") -> None:
         super().__init__()
-        if at not in DROPOUT_PLACES:
-            raise ValueError(f"at must be one of {DROPOUT_PLACES}; got {at!r}")
+        look_up_option("at", at, DROPOUT_PLACES)
         if not 0.0 <= float(p) < 1.0:
             raise ValueError(f"p must be in [0, 1); got {p!r}")
         self.at = at

@@ -5,7 +5,8 @@ Low-precision inputs (float16 / bfloat16, e.g. under AMP) are computed in float3
 ``log(1 - |y - p| + eps)`` term with ``eps = 1e-6`` is meaningless in half precision.
 
 Reference: Wu, Zhuang, Xu, Chen, "VoCo: A Simple-yet-Effective Volume Contrastive Learning
-Framework for 3D Medical Image Analysis", CVPR 2024; 2D-VoCo, arXiv 2601.14593 (spec §2.3).
+Framework for 3D Medical Image Analysis", CVPR 2024; 2D-VoCo, arXiv 2601.14593. The math:
+docs/algorithms.md §2.3.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ctvoco.training.distributed import distributed_rank_and_world, gather_partner_bases
 
 __all__ = [
     "VoCoLoss",
@@ -29,7 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_EPS = 1e-6
-"""The ``ε`` of the VoCo loss (spec §2.3)."""
+"""The ``ε`` of the VoCo loss (docs/algorithms.md §2.3)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -177,7 +180,7 @@ def intra_volume_loss(
     By default ``teacher_base`` is detached (a constant target side), whatever its
     ``requires_grad``. With ``detach_teacher=False`` the gradient also flows into
     ``teacher_base``: this reproduces the research code, where the teacher projection head is
-    trained by gradient through this loss (``teacher_head: seed``, spec §2.2).
+    trained by gradient through this loss (``teacher_head: trained``, docs/algorithms.md §2.2).
 
     Args:
         student_random: Student embeddings of the random crops, ``(B, K, D)``.
@@ -233,7 +236,7 @@ def symmetric_intra_volume_loss(
         targets: Overlap targets, ``(B, K, N)``.
         eps: ``ε`` of the VoCo loss.
         detach_teacher: Detach both teacher inputs (default). ``False`` lets gradient reach
-            them (the research code trains its teacher head by gradient, ``teacher_head: seed``).
+            them (the research code trains its teacher head by gradient, ``teacher_head: trained``).
 
     Returns:
         Scalar tensor.
@@ -375,20 +378,21 @@ class VoCoLoss(nn.Module):
         eps: ``ε`` of the VoCo loss.
         detach_teacher: Passed to the intra term: ``True`` (default) detaches the teacher
             embeddings in it; ``False`` lets the intra term's gradient reach them (research
-            code, ``teacher_head: seed``). The inter term's target is detached either way, and
+            code, ``teacher_head: trained``). The inter term's target is detached either way, and
             the reg term only sees student embeddings.
         intra_symmetric: Use :func:`symmetric_intra_volume_loss` for the intra term (the
             research code's V1 head) instead of :func:`intra_volume_loss`.
+        gather_distributed: Under DDP, pair each volume's random crops with the base crops
+            of the global batch gathered from every rank: volume ``b`` of rank ``r`` pairs
+            with global volume ``(r*B + b + 1) mod (W*B)``, so at the batch boundary the
+            partner is the next rank's first volume. The student's gathered bases carry
+            gradients back to the rank they came from. Without a process group, or with
+            one process, the pairing stays within the batch.
 
     Raises:
         ValueError: If a weight is negative or not finite, all weights are 0, or ``eps <= 0``.
 
     Reference: Wu et al., "VoCo", CVPR 2024; 2D-VoCo, arXiv 2601.14593.
-
-    Example:
-        >>> loss_fn = VoCoLoss()
-        >>> out = loss_fn(student_random, student_base, teacher_random, teacher_base, targets)
-        >>> out.total.backward()
     """
 
     def __init__(
@@ -399,6 +403,7 @@ class VoCoLoss(nn.Module):
         eps: float = DEFAULT_EPS,
         detach_teacher: bool = True,
         intra_symmetric: bool = False,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         weights = {"w_intra": w_intra, "w_inter": w_inter, "w_reg": w_reg}
@@ -415,12 +420,14 @@ class VoCoLoss(nn.Module):
         self.eps = float(eps)
         self.detach_teacher = bool(detach_teacher)
         self.intra_symmetric = bool(intra_symmetric)
+        self.gather_distributed = bool(gather_distributed)
 
     def extra_repr(self) -> str:
         return (
             f"w_intra={self.w_intra}, w_inter={self.w_inter}, w_reg={self.w_reg}, "
             f"eps={self.eps}, detach_teacher={self.detach_teacher}, "
-            f"intra_symmetric={self.intra_symmetric}"
+            f"intra_symmetric={self.intra_symmetric}, "
+            f"gather_distributed={self.gather_distributed}"
         )
 
     def forward(
@@ -441,9 +448,8 @@ class VoCoLoss(nn.Module):
             teacher_base: ``(B, N, D)``.
             targets: ``(B, K, N)`` overlap targets.
             partner_index: Optional ``(B,)`` partner of each volume within this batch for the
-                inter term (see :func:`inter_volume_loss`). To pair with base crops gathered
-                from other ranks, call :func:`inter_volume_loss` directly with the gathered
-                ``(M, N, D)`` tensors and combine the terms yourself.
+                inter term (see :func:`inter_volume_loss`); not with ``gather_distributed``
+                across ranks, which pairs by rank.
 
         Returns:
             :class:`VoCoLossOutput` with scalar ``total``, ``intra``, ``inter``, ``reg``.
@@ -457,29 +463,38 @@ class VoCoLoss(nn.Module):
 
         zero = torch.zeros((), device=student_random.device)
         intra = inter = reg = zero
+        crops = (student_random, student_base, teacher_random, teacher_base)
+        detach = self.detach_teacher
         if self.w_intra > 0 and self.intra_symmetric:
-            intra = symmetric_intra_volume_loss(
-                student_random,
-                student_base,
-                teacher_random,
-                teacher_base,
-                targets,
-                self.eps,
-                detach_teacher=self.detach_teacher,
-            )
+            intra = symmetric_intra_volume_loss(*crops, targets, self.eps, detach_teacher=detach)
         elif self.w_intra > 0:
             intra = intra_volume_loss(
-                student_random,
-                teacher_base,
-                targets,
-                self.eps,
-                detach_teacher=self.detach_teacher,
+                student_random, teacher_base, targets, self.eps, detach_teacher=detach
             )
         if self.w_inter > 0:
-            inter = inter_volume_loss(
-                student_random, student_base, teacher_random, teacher_base, partner_index, self.eps
-            )
+            inter = self._inter(*crops, partner_index)
         if self.w_reg > 0:
             reg = base_regularization_loss(student_base)
         total = self.w_intra * intra + self.w_inter * inter + self.w_reg * reg
         return VoCoLossOutput(total=total, intra=intra, inter=inter, reg=reg)
+
+    def _inter(
+        self,
+        student_random: Tensor,
+        student_base: Tensor,
+        teacher_random: Tensor,
+        teacher_base: Tensor,
+        partner_index: Tensor | None,
+    ) -> Tensor:
+        """The inter term, paired within the batch or across ranks (``gather_distributed``)."""
+        rank, world = distributed_rank_and_world()
+        if not self.gather_distributed or world <= 1:
+            return inter_volume_loss(
+                student_random, student_base, teacher_random, teacher_base, partner_index, self.eps
+            )
+        if partner_index is not None:
+            raise ValueError("partner_index cannot be given with gather_distributed across ranks")
+        bases, teachers, partners = gather_partner_bases(student_base, teacher_base, rank, world)
+        return inter_volume_loss(
+            student_random, bases, teacher_random, teachers, partners, self.eps
+        )

@@ -1,4 +1,4 @@
-"""``VoCoPretrainer``: the LightningModule of 2D VoCo pretraining (ALGORITHMS.md §2).
+"""``VoCoPretrainer``: the LightningModule of 2D VoCo pretraining (docs/algorithms.md §2).
 
 The module is thin: networks are a :class:`~ctvoco.models.backbone.SliceEncoder` and a
 :class:`~ctvoco.voco.heads.ProjectionHead` per branch, the math is in
@@ -9,17 +9,22 @@ Teacher handling:
 - ``teacher_head="ema"`` (default): the whole teacher (backbone and head) follows the
   student by EMA after each optimiser step, momentum ``m`` optionally on a cosine schedule
   towards 1; nothing of the teacher is trained by gradient.
-- ``teacher_head="seed"`` (research code): only the teacher backbone is EMA'd; the teacher
-  head is trained by gradient through the intra-volume loss.
+- ``teacher_head="trained"`` (research code): only the teacher backbone is EMA'd; the
+  teacher head is trained by gradient through the intra-volume loss.
 
-The teacher's backbone always runs under ``torch.no_grad()``.
+The teacher's backbone always runs under ``torch.no_grad()``. The grid, crop size and
+random-crop count come from the :class:`~ctvoco.voco.views.VoCoViews` that make the samples;
+the optimiser and LR schedule are partials built by
+:class:`~ctvoco.training.optim.StepOptimization`; throughput and non-finite losses are
+watched by callbacks (:meth:`VoCoPretrainer.configure_callbacks`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,21 +32,40 @@ import torch
 from pytorch_lightning.utilities import GradClipAlgorithmType
 from torch import Tensor
 
-from ctvoco.errors import UserError, check_optimizer_settings
+from ctvoco.errors import ArgumentError, look_up_option
 from ctvoco.models.backbone import SliceEncoder, create_backbone
-from ctvoco.training.distributed import gather_with_grad
-from ctvoco.training.guards import NonFiniteGuard, count_optimizer_steps
-from ctvoco.training.schedules import WarmupCosine, check_schedule_steps, stepping_batches
+from ctvoco.training.guards import NonFiniteGuard, NonFiniteMonitor
+from ctvoco.training.optim import PartialSpec, StepOptimization
+from ctvoco.training.schedules import stepping_batches
+from ctvoco.training.throughput import ThroughputMonitor
 from ctvoco.voco.ema import cosine_momentum, update_momentum
 from ctvoco.voco.heads import DROPOUT_PLACES, ProjectionHead, SliceDropout
-from ctvoco.voco.losses import VoCoLoss, VoCoLossOutput, inter_volume_loss, similarity
+from ctvoco.voco.losses import VoCoLoss, VoCoLossOutput, similarity
 from ctvoco.voco.position import position_errors
+from ctvoco.voco.views import MODEL_GEOMETRY, VoCoViews
 
 log = logging.getLogger(__name__)
 
-TEACHER_HEADS = ("ema", "seed")
+TEACHER_HEADS = ("ema", "trained")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 INTER_PAIRINGS = ("local", "global")
+
+DEFAULT_OPTIMIZER: Mapping[str, Any] = {
+    "_target_": "torch.optim.AdamW",
+    "lr": 1e-4,
+    "weight_decay": 0.01,
+    "amsgrad": True,
+    "foreach": True,
+}
+"""The optimiser of ``optimizer=None`` (``model=voco``'s ``model.module.optimizer``)."""
+
+DEFAULT_SCHEDULER: Mapping[str, Any] = {
+    "_target_": "ctvoco.training.schedules.WarmupCosine",
+    "warmup_steps": 5000,
+    "min_lr_ratio": 0.0,
+    "schedule_steps": None,
+}
+"""The LR schedule of ``scheduler=None`` (``model=voco``'s ``model.module.scheduler``)."""
 
 
 class VoCoPretrainer(pl.LightningModule):
@@ -52,14 +76,15 @@ class VoCoPretrainer(pl.LightningModule):
         in_chans: Input channels of the slices.
         init: Backbone init, ``random`` or ``imagenet`` (local weights only).
         weights_dir: Folder with local ImageNet weights.
-        pooling: ``avg`` or ``flatten`` (research code; ties the head to ``crop_size``).
-        crop_size: ``r``, side of the crops (needed for ``flatten``).
-        grid: ``n``, base grid ``n x n``.
-        num_random: ``K`` random crops per volume.
+        pooling: ``avg`` or ``flatten`` (research code; ties the head to the crop size).
+        views: The views that make the training samples (a :class:`VoCoViews` or its
+            fields as a mapping): their ``grid`` ``n``, ``crop_size`` ``r`` and
+            ``num_random`` ``K`` shape the model. ``None``: ``VoCoViews()``.
         head_hidden: Projection head width.
         head_out: Embedding size.
-        head_norm: ``batch`` (correct) or ``seed`` (research code's per-slot BN).
-        teacher_head: ``ema`` or ``seed`` (see the module docstring).
+        head_norm: ``batch`` (correct) or ``per_slot`` (the research code's BatchNorm of
+            each crop slot).
+        teacher_head: ``ema`` or ``trained`` (see the module docstring).
         momentum: EMA momentum ``m`` (start value with the cosine schedule).
         momentum_schedule: ``constant`` or ``cosine`` (towards 1 at the last step).
         dropout: Dropout on student features before the head.
@@ -67,12 +92,12 @@ class VoCoPretrainer(pl.LightningModule):
         w_inter: Weight of the inter-volume (consistency) loss.
         w_reg: Weight of the base-crop regularisation.
         inter_pairing: ``local`` (partner in the same process batch) or ``global`` (partners
-            from the batch gathered over all DDP ranks).
-        lr: Peak learning rate (AdamW).
-        weight_decay: AdamW weight decay.
-        amsgrad: AdamW amsgrad.
-        warmup_steps: Linear warm-up steps before the cosine decay (per optimiser step).
-        min_lr_ratio: Final LR as a fraction of ``lr``.
+            from the batch gathered over all DDP ranks, ``VoCoLoss(gather_distributed=True)``).
+        optimizer: ``optimizer(params)`` builds the optimiser (a partial, e.g. Hydra's
+            ``_partial_: true``); ``None``: :data:`DEFAULT_OPTIMIZER`.
+        scheduler: ``scheduler()`` builds the per-step LR factor; ``None``:
+            :data:`DEFAULT_SCHEDULER` (warm-up, then a cosine; its ``schedule_steps`` is
+            the step at which the cosine ends, ``None``: the run length).
         max_nonfinite: Non-finite losses tolerated before training stops.
         channels_last: Run the encoders in channels-last memory format.
         compile: ``torch.compile`` the encoders (opt-in).
@@ -80,7 +105,6 @@ class VoCoPretrainer(pl.LightningModule):
             features before the mean, research code); see :class:`~ctvoco.voco.heads.SliceDropout`.
         intra_symmetric: Intra-volume term from both sides (the research code's V1 head); see
             :func:`~ctvoco.voco.losses.symmetric_intra_volume_loss`.
-        schedule_steps: Step at which the LR cosine ends; ``None``: the run length.
         gradient_clip_val: Gradient-norm clipping of this module, replacing the trainer's
             ``gradient_clip_val``; ``0`` never clips; ``None``: the trainer's setting.
     """
@@ -92,9 +116,7 @@ class VoCoPretrainer(pl.LightningModule):
         init: str = "random",
         weights_dir: str | None = None,
         pooling: str = "avg",
-        crop_size: int = 64,
-        grid: int = 3,
-        num_random: int = 2,
+        views: VoCoViews | Mapping[str, Any] | None = None,
         head_hidden: int = 2048,
         head_out: int = 2048,
         head_norm: str = "batch",
@@ -106,46 +128,47 @@ class VoCoPretrainer(pl.LightningModule):
         w_inter: float = 1.0,
         w_reg: float = 1.0,
         inter_pairing: str = "local",
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        amsgrad: bool = True,
-        warmup_steps: int = 5000,
-        min_lr_ratio: float = 0.0,
+        optimizer: PartialSpec | None = None,
+        scheduler: PartialSpec | None = None,
         max_nonfinite: int = 10,
         channels_last: bool = False,
         compile: bool = False,
         dropout_at: str = "crop",
         intra_symmetric: bool = False,
-        schedule_steps: int | None = None,
         gradient_clip_val: float | None = None,
     ) -> None:
-        check_optimizer_settings(
-            "model.module",
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            min_lr_ratio=min_lr_ratio,
+        self.optimization = StepOptimization(
+            optimizer,
+            scheduler,
+            default_optimizer=DEFAULT_OPTIMIZER,
+            default_scheduler=DEFAULT_SCHEDULER,
         )
         super().__init__()
-        self.save_hyperparameters()
-        _check_choice("teacher_head", teacher_head, TEACHER_HEADS)
-        _check_choice("momentum_schedule", momentum_schedule, MOMENTUM_SCHEDULES)
-        _check_choice("inter_pairing", inter_pairing, INTER_PAIRINGS)
-        _check_choice("dropout_at", dropout_at, DROPOUT_PLACES)
-        check_schedule_steps("model.module", schedule_steps, warmup_steps)
+        self.views = _as_views(views)
+        self.save_hyperparameters(ignore=["views", "optimizer", "scheduler"])
+        # The views' fields rebuild the module from a checkpoint; the geometry is recorded
+        # flat too, for the data modules to check their own views against.
+        self.hparams.update(views=dataclasses.asdict(self.views), **self.optimization.hparams())
+        self.hparams.update({key: getattr(self.views, key) for key in MODEL_GEOMETRY})
+        look_up_option("teacher_head", teacher_head, TEACHER_HEADS)
+        look_up_option("momentum_schedule", momentum_schedule, MOMENTUM_SCHEDULES)
+        look_up_option("inter_pairing", inter_pairing, INTER_PAIRINGS)
+        look_up_option("dropout_at", dropout_at, DROPOUT_PLACES)
         _check_clip(gradient_clip_val)
         if not 0.0 <= momentum <= 1.0:
-            raise UserError(f"model.momentum must be in [0, 1]; got {momentum}")
+            raise ArgumentError("momentum", f"={momentum} must be in [0, 1]")
         if min(w_intra, w_inter, w_reg) < 0 or not (w_intra or w_inter or w_reg):
-            raise UserError(
-                f"model loss weights must be >= 0 and not all 0; got w_intra={w_intra}, "
-                f"w_inter={w_inter}, w_reg={w_reg}"
+            raise ArgumentError(
+                "w_intra",
+                f"={w_intra}, w_inter={w_inter}, w_reg={w_reg}: the loss weights must be "
+                ">= 0 and not all 0",
             )
-        slots = num_random + grid * grid
+        slots = self.views.num_random + self.views.grid**2
+        crop = self.views.crop_size
         self.student_encoder = SliceEncoder(
             create_backbone(backbone, in_chans=in_chans, init=init, weights_dir=weights_dir),  # type: ignore[arg-type]
             pooling=pooling,
-            input_size=(crop_size, crop_size),
+            input_size=(crop, crop),
         )
         features = self.student_encoder.out_features
         self.student_head = ProjectionHead(
@@ -154,7 +177,7 @@ class VoCoPretrainer(pl.LightningModule):
         self.teacher_encoder = copy.deepcopy(self.student_encoder)
         self.teacher_head = copy.deepcopy(self.student_head)
         self.teacher_encoder.requires_grad_(False)
-        self.teacher_head.requires_grad_(teacher_head == "seed")
+        self.teacher_head.requires_grad_(teacher_head == "trained")
         self.dropout = SliceDropout(dropout, dropout_at)  # type: ignore[arg-type]
         self.criterion = VoCoLoss(
             w_intra,
@@ -162,8 +185,10 @@ class VoCoPretrainer(pl.LightningModule):
             w_reg,
             detach_teacher=teacher_head == "ema",
             intra_symmetric=intra_symmetric,
+            gather_distributed=inter_pairing == "global",
         )
         self.guard = NonFiniteGuard(max_nonfinite)
+        self.nonfinite = NonFiniteMonitor(self.guard, "targets", log_count_every_step=True)
         if channels_last:
             self.student_encoder.to(memory_format=torch.channels_last)
             self.teacher_encoder.to(memory_format=torch.channels_last)
@@ -179,10 +204,7 @@ class VoCoPretrainer(pl.LightningModule):
         self._val_sims: list[Tensor] = []
         self._val_targets: list[Tensor] = []
         self._val_index: list[Tensor] = []
-        self._step_started = 0.0
-        self._step_finite = True
         self._run_steps: int | None = None
-        self._schedule = WarmupCosine(warmup_steps, min_lr_ratio, schedule_steps=schedule_steps)
 
     # -- embeddings ---------------------------------------------------------------------
     def _slices(self, crops: Tensor) -> Tensor:
@@ -228,7 +250,7 @@ class VoCoPretrainer(pl.LightningModule):
         # slice mean with dropout before or after it (dropout_at)
         student = self.student_head(self.dropout(self.slice_features(crops)))
         teacher_feats = self.crop_features(crops, teacher=True)
-        if self.hparams.teacher_head == "seed":
+        if self.hparams.teacher_head == "trained":
             teacher = self.teacher_head(teacher_feats)
         else:
             with torch.no_grad():
@@ -243,43 +265,20 @@ class VoCoPretrainer(pl.LightningModule):
     # -- training -----------------------------------------------------------------------
     def losses(self, emb: dict[str, Tensor], targets: Tensor) -> VoCoLossOutput:
         """The weighted VoCo losses; inter-volume partners may come from other ranks."""
-        out = self.criterion(
+        return self.criterion(
             emb["student_random"],
             emb["student_base"],
             emb["teacher_random"],
             emb["teacher_base"],
             targets,
         )
-        if (
-            self.hparams.inter_pairing != "global"
-            or self.trainer.world_size <= 1
-            or not self.hparams.w_inter
-        ):
-            return out
-        bases, partner = self._gather_partners(emb)
-        inter = inter_volume_loss(
-            emb["student_random"],
-            bases["student_base"],
-            emb["teacher_random"],
-            bases["teacher_base"],
-            partner_index=partner,
-        )
-        h = self.hparams
-        total = h.w_intra * out.intra + h.w_inter * inter + h.w_reg * out.reg
-        return VoCoLossOutput(total, out.intra, inter, out.reg)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         emb = self.embed(batch["random"], batch["base"])
         out = self.losses(emb, batch["targets"].float())
-        finite = bool(torch.isfinite(out.total).item())
-        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        self._step_finite = finite
-        size = batch["targets"].shape[0]
-        detail = (
-            f"intra={out.intra.item():.4g} inter={out.inter.item():.4g} reg={out.reg.item():.4g}"
-        )
-        if not self.guard.check(finite, self.global_step, detail):
+        if not self.nonfinite.loss_is_finite(self, out.total, _describe(out)):
             return None
+        size = batch["targets"].shape[0]
         self.log_dict(
             {
                 "train/loss": out.total,
@@ -292,36 +291,13 @@ class VoCoPretrainer(pl.LightningModule):
         self.log("loss", out.total, prog_bar=True, logger=False, batch_size=size)
         return out.total
 
-    def _gather_partners(self, emb: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        """Base embeddings of the global batch (student ones with gradient) and partners.
-
-        Volume ``b`` of rank ``r`` pairs with global volume ``(r*B + b + 1) mod (W*B)``, so
-        at the batch boundary the partner is the next rank's first volume.
-        """
-        local = emb["student_base"].shape[0]
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        bases = {
-            "student_base": gather_with_grad(emb["student_base"]),
-            "teacher_base": gather_with_grad(emb["teacher_base"].detach()),
-        }
-        index = (rank * local + torch.arange(local, device=emb["student_base"].device) + 1) % (
-            world * local
-        )
-        return bases, index
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Throughput (``train/volumes_per_s``) and the non-finite loss policy."""
+        return [ThroughputMonitor("targets"), self.nonfinite]
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        elapsed = time.perf_counter() - self._step_started
         size = batch["targets"].shape[0]
-        if elapsed > 0:
-            self.log("train/volumes_per_s", size / elapsed, batch_size=size)
         self.log("train/ema_momentum", self.current_momentum(), batch_size=size)
-        # Logged here, after the optimiser step, so that steps the gradient scaler skipped
-        # (counted in optimizer_step) show up in the same step's value.
-        self.log("train/nonfinite_count", float(self.guard.count), batch_size=size)
-        self.log("train/scaler_skipped_steps", float(self.guard.scaler_skips), batch_size=size)
 
     def optimizer_step(
         self,
@@ -332,22 +308,15 @@ class VoCoPretrainer(pl.LightningModule):
     ) -> None:
         """Step the optimiser, then move the teacher towards the student (EMA).
 
-        Two kinds of step change no weights and leave the teacher alone too:
-
-        - the loss was not finite (``training_step`` returned ``None``, no gradients);
-        - the loss was finite but the gradients were not, and the fp16 gradient scaler
-          (``16-mixed``) skipped ``optimizer.step()`` (counted apart, see
-          :mod:`ctvoco.training.guards`).
-
-        Lightning still counts both in ``global_step``.
+        Two kinds of step change no weights and leave the teacher alone too (see
+        :class:`~ctvoco.training.guards.NonFiniteMonitor`): the loss was not finite
+        (``training_step`` returned ``None``), or the fp16 gradient scaler (``16-mixed``)
+        skipped ``optimizer.step()`` for overflowing gradients. Lightning still counts both
+        in ``global_step``.
         """
-        with count_optimizer_steps(optimizer) as stepped:
-            # runs the closure, i.e. training_step and backward
-            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if not self._step_finite:
-            return
-        self.guard.optimizer_step(bool(stepped.count), self.global_step)
-        if not stepped.count:
+        # runs the closure, i.e. training_step and backward
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if not self.nonfinite.step_taken:
             return
         m = self.current_momentum()
         update_momentum(self.student_encoder, self.teacher_encoder, m)
@@ -369,35 +338,17 @@ class VoCoPretrainer(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # The run length is read here, after a checkpoint restore (see WarmupCosine).
-        self._run_steps = stepping_batches(self.trainer)
-        warmup = int(self.hparams.warmup_steps)
+        self._run_steps = self.optimization.start(self.trainer)
+        warmup = self.optimization.warmup_steps
         if warmup >= self._run_steps:
             log.warning(
                 "warmup_steps=%d >= total steps %d: the run never leaves warm-up",
                 warmup,
                 self._run_steps,
             )
-        self._schedule.total_steps = self._run_steps
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            amsgrad=self.hparams.amsgrad,
-            foreach=True,
-        )
-        self._schedule = WarmupCosine(
-            self.hparams.warmup_steps,
-            self.hparams.min_lr_ratio,
-            schedule_steps=self.hparams.get("schedule_steps"),
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return self.optimization.configure(self)
 
     def configure_gradient_clipping(
         self,
@@ -523,12 +474,26 @@ def _check_clip(value: object) -> None:
     """``gradient_clip_val`` must be ``None`` or a number >= 0."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if value is not None and not (number and value >= 0):  # type: ignore[operator]
-        raise UserError(
-            f"model.module.gradient_clip_val must be null (the trainer's setting) or a "
-            f"number >= 0 (0: never clip); got {value!r}"
+        raise ArgumentError(
+            "gradient_clip_val",
+            f" must be null (the trainer's setting) or a number >= 0 (0: never clip); "
+            f"got {value!r}",
         )
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"model.{key} must be one of {', '.join(choices)}; got {value!r}")
+def _as_views(views: VoCoViews | Mapping[str, Any] | None) -> VoCoViews:
+    """The views of ``views=``: as given, from their recorded fields, or the defaults."""
+    if views is None:
+        return VoCoViews()
+    if isinstance(views, VoCoViews):
+        return views
+    if isinstance(views, Mapping):
+        return VoCoViews(**{k: v for k, v in views.items() if not str(k).startswith("_")})
+    raise ArgumentError("views", f" must be VoCoViews or a mapping of their fields; got {views!r}")
+
+
+def _describe(out: VoCoLossOutput) -> Callable[[], str]:
+    """The loss terms of ``out`` as text, for the warning about a non-finite loss."""
+    return lambda: (
+        f"intra={out.intra.item():.4g} inter={out.inter.item():.4g} reg={out.reg.item():.4g}"
+    )

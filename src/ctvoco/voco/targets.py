@@ -16,10 +16,10 @@ Two ranges of centres (per axis, row and column alike):
 
 - *valid*: the whole crop lies inside the canvas, ``r//2 <= c <= n*r - r + r//2``
   (:func:`valid_center_range`, inclusive). :func:`overlap_targets` accepts any valid centre.
-- *sampled*: random crops draw their integer centre uniformly from the spec's half-open
-  interval ``[r/2, n*r - r/2)`` (ALGORITHMS.md §2.1), i.e. the integers
+- *sampled*: random crops draw their integer centre uniformly from the half-open
+  interval ``[r/2, n*r - r/2)`` (docs/algorithms.md §2.1), i.e. the integers
   ``ceil(r/2) <= c < n*r - r//2`` (:func:`sample_center_range`). That is ``n*r - r``
-  positions, one fewer than the valid ones: for even ``r`` (the seed's ``r=64``) the
+  positions, one fewer than the valid ones: for even ``r`` (the research code's ``r=64``) the
   bottom/right-most crop (``c = n*r - r/2``) is never drawn; for odd ``r`` the
   top/left-most (``c = r//2``) is not. With ``n = 1`` the interval is empty, so random
   crops need ``n >= 2``.
@@ -72,7 +72,7 @@ def valid_center_range(n: int, r: int) -> tuple[int, int]:
 def sample_center_range(n: int, r: int) -> tuple[int, int]:
     """Half-open range ``[lo, hi)`` of the integer centres random crops are drawn from.
 
-    The integers in the spec's ``[r/2, n*r - r/2)``: ``lo = ceil(r/2)``, ``hi = n*r - r//2``
+    The integers in ``[r/2, n*r - r/2)``: ``lo = ceil(r/2)``, ``hi = n*r - r//2``
     (exclusive), ``n*r - r`` positions, all of them valid (see the module docstring).
 
     Args:
@@ -138,7 +138,7 @@ def overlap_targets(random_centers: Any, n: int, r: int) -> Tensor:
         ValueError: If the shape is not ``(K, 2)`` / ``(B, K, 2)``, the values are not
             integers, or a crop would leave the canvas.
 
-    Reference: Wu et al., "VoCo", CVPR 2024; 2D-VoCo, arXiv 2601.14593 (§2.1 of the spec).
+    Reference: Wu et al., "VoCo", CVPR 2024; 2D-VoCo, arXiv 2601.14593 (docs/algorithms.md §2.1).
     """
     lo, hi = valid_center_range(n, r)
     centers = _as_center_tensor(random_centers)
@@ -163,7 +163,7 @@ def overlap_targets(random_centers: Any, n: int, r: int) -> Tensor:
 
 
 def sample_random_centers(generator: np.random.Generator, k: int, n: int, r: int) -> np.ndarray:
-    """Draw ``k`` crop centres uniformly from the spec's ``[r/2, n*r - r/2)`` (§2.1).
+    """Draw ``k`` crop centres uniformly from ``[r/2, n*r - r/2)`` (§2.1).
 
     Row and column are independent and uniform over the half-open range of
     :func:`sample_center_range`, so each of its ``(n*r - r)²`` centres is equally likely.

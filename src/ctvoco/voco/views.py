@@ -1,6 +1,6 @@
 """VoCo views of one cached volume: base crops, random crops and their overlap targets.
 
-ALGORITHMS.md §2.1. From a cached ``(D, H, W)`` uint8 volume:
+docs/algorithms.md §2.1. From a cached ``(D, H, W)`` uint8 volume:
 
 1. **Canvas**: crop the exact foreground box (intensity above a threshold) and resize it
    to depth ``Z`` and in-plane size ``n*r``. Only the ``S`` canvas slices that are used
@@ -26,7 +26,7 @@ Optional augmentation:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,14 @@ class VoCoViews:
         for name in ("flip_prob", "rot90_prob"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"VoCoViews.{name} must be in [0, 1]; got {getattr(self, name)}")
+
+    def for_eval(self) -> VoCoViews:
+        """These views as validation uses them: no intensity jitter, noise, flips or turns.
+
+        The grid, crop size, random-crop count, slices and canvas depth are kept.
+        """
+        augmentation = ("_jitter", "_std", "_prob")
+        return replace(self, **{f.name: 0.0 for f in fields(self) if f.name.endswith(augmentation)})
 
     @property
     def geometric(self) -> bool:
