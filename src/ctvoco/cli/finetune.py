@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> dict[str, float]:
     """Train one fold, then evaluate the weights ``oof_from`` names on the fold and write
     the reports."""
-    from ctvoco.classify.spec import InferenceSpecFromData
     from ctvoco.cli.components import build, build_trainer
     from ctvoco.cli.training import (
         build_datamodule,
@@ -61,9 +60,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg, "classify", views, views.for_eval())
     history = MetricsHistory(output_dir, plot_groups=("loss", "score"))
     fixed = FixedPointCheckpoint(rule, output_dir / "checkpoints")
-    # the checkpoints carry the data's inference spec (preprocessing, views, prevalence)
-    spec = InferenceSpecFromData(datamodule)
-    trainer = build_trainer(cfg, extra_callbacks=[history, RNGState(), fixed, spec])
+    # the module records the data's inference spec (preprocessing, views, prevalence) in
+    # every checkpoint: InjuryClassifier attaches InferenceSpecFromData itself
+    trainer = build_trainer(cfg, extra_callbacks=[history, RNGState(), fixed])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     if getattr(datamodule, "fold", 0) is None:
         log.info("no validation fold (data.fold=null): nothing to evaluate")

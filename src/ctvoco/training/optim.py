@@ -112,8 +112,11 @@ def check_optimizer(where: str, factory: functools.partial[Any]) -> None:
     _apply(where, settings, rules)
 
 
-def check_schedule(where: str, factory: functools.partial[Any]) -> None:
-    """Refuse schedule settings the schedule would reject, then build it once to be sure.
+def check_schedule(where: str, factory: functools.partial[Any]) -> Any:
+    """Refuse schedule settings the schedule would reject, and build the schedule.
+
+    Returns:
+        ``factory()``, the schedule (a ``LambdaLR`` factor).
 
     Raises:
         ArgumentError: ``warmup_steps`` is not a whole number >= 0, ``min_lr_ratio`` not
@@ -129,7 +132,7 @@ def check_schedule(where: str, factory: functools.partial[Any]) -> None:
     if "schedule_steps" in settings:
         check_schedule_steps(where, settings["schedule_steps"], settings.get("warmup_steps", 0))
     try:
-        factory()
+        return factory()
     except ArgumentError as exc:
         raise exc.within(where) from exc
     except TypeError as exc:
@@ -182,8 +185,7 @@ class StepOptimization:
             default_scheduler if scheduler is None else scheduler, f"{prefix}scheduler"
         )
         check_optimizer(f"{prefix}optimizer", self.optimizer)
-        check_schedule(f"{prefix}scheduler", self.scheduler)
-        self.schedule = self.scheduler()
+        self.schedule = check_schedule(f"{prefix}scheduler", self.scheduler)
 
     def hparams(self) -> dict[str, dict[str, Any]]:
         """``optimizer`` and ``scheduler`` as plain mappings, for the hyper-parameters."""
