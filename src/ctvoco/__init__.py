@@ -24,7 +24,7 @@ _EXPORTS = {
     "CTVolume": "ctvoco.io",
     "read_dicom_series": "ctvoco.io",
     "read_nifti": "ctvoco.io",
-    "write_dicom_series": "ctvoco.io",
+    "write_dicom_series": "ctvoco.synth.dicom_writer",
     "write_nifti": "ctvoco.io",
     "PreprocessConfig": "ctvoco.preprocessing",
     "preprocess_series": "ctvoco.preprocessing",

@@ -227,18 +227,20 @@ TARGET_CASES = [
     ({"_target_": "ctvoco.data.RSNADataModule"}, True),
     ({"_target_": "pytorch_lightning.Trainer"}, True),
     ({"a": {"_target_": "torch.optim.AdamW"}}, True),
-    ({"_target_": "os.system"}, False),
-    ({"a": [{"_target_": "builtins.eval"}]}, False),
-    ({"a": {"b": {"_target_": "subprocess.run"}}}, False),
+    # any importable target; a section with a kind takes only classes of that kind
+    ({"a": {"b": {"_target_": "subprocess.run"}}}, True),
+    ({"data": {"_target_": "subprocess.Popen"}}, False),
+    ({"callbacks": {"x": {"_target_": "builtins.dict"}}}, False),
+    ({"trainer": {"_target_": "collections.OrderedDict"}}, False),
 ]
 
 
 @pytest.mark.parametrize(("config", "allowed"), TARGET_CASES)
-def test_targets_are_restricted(config, allowed) -> None:
+def test_targets_are_checked_for_their_sections_kind(config, allowed) -> None:
     if allowed:
         check_targets(OmegaConf.create(config))
     else:
-        with pytest.raises(UserError, match="is not allowed"):
+        with pytest.raises(UserError, match=r"_target_=.* is not a"):
             check_targets(OmegaConf.create(config))
 
 

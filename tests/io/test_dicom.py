@@ -16,12 +16,12 @@ from pydicom.uid import (
     MPEG2MPML,
     HTJ2KLossless,
     JPEG2000Lossless,
-    JPEGLSLossless,
     RLELossless,
 )
 
 from ctvoco.errors import DataError, UserError
-from ctvoco.io.dicom import read_dicom_series, series_files, sign_extend
+from ctvoco.io.decoders import sign_extend
+from ctvoco.io.dicom import read_dicom_series, series_files
 from ctvoco.synth.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from tests.conftest import small_phantom
 
@@ -641,20 +641,10 @@ def set_syntax(path: Path, syntax) -> None:
     edit(path, change)
 
 
-# (syntax, whether the test needs its decoder to be missing, expected message)
+# (syntax, whether the test needs its decoder to be missing, expected message). JPEG, JPEG-LS
+# and JPEG 2000 decode with the core install; their missing-decoder message is tested in
+# test_dicom_jpeg.py.
 SYNTAX_CASES = [
-    pytest.param(
-        JPEG2000Lossless,
-        True,
-        "no decoder plugin for it is installed",
-        id="jpeg2000",
-    ),
-    pytest.param(
-        JPEGLSLossless,
-        True,
-        "no decoder plugin for it is installed",
-        id="jpeg_ls",
-    ),
     pytest.param(
         HTJ2KLossless,
         True,

@@ -138,3 +138,49 @@ def test_hyper_parameters_record_the_partials_as_plain_mappings(tmp_path) -> Non
     group = rebuilt.configure_optimizers()["optimizer"].param_groups[0]
     assert (group["initial_lr"], group["weight_decay"]) == (3e-4, 0.0)
     assert rebuilt.hparams.scheduler == module.hparams.scheduler
+
+
+class ScaledSGD(torch.optim.SGD):
+    """An optimiser of the user's own, outside torch.optim."""
+
+
+def not_an_optimizer(params, lr: float = 0.1) -> dict:
+    return {"params": list(params), "lr": lr}
+
+
+def test_an_optimiser_from_another_module_is_accepted_and_recorded() -> None:
+    target = f"{__name__}.ScaledSGD"
+    module = InjuryClassifier(**CLASSIFIER, optimizer={"_target_": target, "lr": 0.05})
+    assert type(module.configure_optimizers()["optimizer"]) is ScaledSGD
+    assert module.hparams.optimizer == {"_target_": target, "_partial_": True, "lr": 0.05}
+    rebuilt = InjuryClassifier(**CLASSIFIER, optimizer=dict(module.hparams.optimizer))
+    assert type(rebuilt.configure_optimizers()["optimizer"]) is ScaledSGD
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "built"),
+    [
+        ({"_target_": "collections.OrderedDict", "_partial_": True}, "collections.OrderedDict"),
+        (functools.partial(not_an_optimizer, lr=0.1), "dict"),
+    ],
+)
+def test_an_optimiser_partial_must_build_a_torch_optimizer(optimizer, built) -> None:
+    with pytest.raises(UserError) as info:
+        voco(optimizer=optimizer)
+    message = str(info.value)
+    assert message.startswith("optimizer"), message
+    assert built in message and "torch.optim.Optimizer" in message
+
+
+def test_a_torch_lr_scheduler_class_is_refused_with_what_the_scheduler_must_be() -> None:
+    spec = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 10}
+    with pytest.raises(UserError, match=r"^scheduler.*StepLR.*per-step LR factor"):
+        voco(scheduler=spec)
+
+
+def test_an_unimportable_optimiser_names_the_path() -> None:
+    with pytest.raises(
+        UserError,
+        match=r"optimizer\._target_='torch\.optim\.AdamWW'.*did you mean 'torch\.optim\.AdamW'",
+    ):
+        voco(optimizer={"_target_": "torch.optim.AdamWW"})

@@ -16,7 +16,10 @@ Each command is a Hydra app whose configs ship inside the package (``pkg://ctvoc
   option Lightning rejects) as one sentence on stderr and exits with status 2, without a
   traceback (:mod:`ctvoco.cli.user_errors`);
 - lets a *bug* surface with its full traceback (exit status 1);
-- ends quietly when its standard output is a pipe that was closed (``... --help | head -1``).
+- ends quietly when its standard output is a pipe that was closed (``... --help | head -1``);
+- explains itself with ``--help``: what it does, its main keys and an example (the
+  ``hydra.help.header`` of its config), then only the config groups it composes
+  (:func:`help_config_groups`) and its config.
 
 Importing this module imports neither torch nor Lightning; they load when a task needs them.
 """
@@ -33,9 +36,9 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ctvoco.cli.jobs import RESULT_ENV, JobFailed, job_value, write_result
@@ -43,6 +46,7 @@ from ctvoco.cli.run_setup import discard_run_dir, prepare_run
 from ctvoco.cli.user_errors import (
     config_error_sentence,
     exit_user_error,
+    missing_plugin_sentence,
     program_name,
     user_error_message,
 )
@@ -53,6 +57,10 @@ EXIT_BROKEN_PIPE = 128 + 13
 """The exit status of a command whose standard output was closed (as a shell reports SIGPIPE)."""
 
 Task = Callable[[DictConfig], Any]
+
+HELP_GROUPS_RESOLVER = "ctvoco_help_groups"
+"""The resolver that ``hydra.help.template`` (``conf/hydra/default.yaml``) lists the
+program's config groups with."""
 
 
 def hydra_app(config_name: str) -> Callable[[Task], Callable[[], Any]]:
@@ -66,6 +74,7 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[[], Any]]:
     """
 
     def decorator(task: Task) -> Callable[[], Any]:
+        OmegaConf.register_new_resolver(HELP_GROUPS_RESOLVER, help_config_groups, replace=True)
         # in_task: the task function started (later errors are not composition errors);
         # started: when the command started (what a failed run wrote is newer).
         state: dict[str, Any] = {"in_task": False, "started": time.time()}
@@ -143,6 +152,9 @@ def report_command_error(exc: Exception, prog: str, in_task: bool) -> NoReturn:
         exc, CompactHydraException | OmegaConfBaseException | OSError | ValueError
     ):
         raise exc
+    plugin_missing = missing_plugin_sentence(exc)
+    if plugin_missing is not None:  # Hydra's MissingConfigException is also an OSError
+        exit_user_error(prog, plugin_missing)
     if isinstance(exc, OSError):
         # Hydra creates the run directory before the task starts.
         where = getattr(exc, "filename", None) or "the run directory"
@@ -178,3 +190,89 @@ def _end_on_closed_stdout() -> NoReturn:
     except (OSError, ValueError):
         pass
     sys.exit(EXIT_BROKEN_PIPE)
+
+
+KIND_FILTERED_GROUPS = ("experiment", "model")
+"""Groups whose options are listed only for the program whose kind of model they keep."""
+
+
+def help_config_groups() -> str:
+    """The config groups the running program composes, one ``group: options`` line each.
+
+    A group counts when the program's defaults list or one of its experiments selects it
+    (``hydra/`` groups, Hydra's own, are left out). The options of
+    :data:`KIND_FILTERED_GROUPS` listed are those made for the program: they compose with
+    its config and keep its kind of model (``model.module._target_``), so
+    ``ctvoco-finetune`` lists no pretraining experiment and ``ctvoco-predict`` none at all.
+    User configs on the search path (``--config-dir``, ``hydra.searchpath``) count like the
+    packaged ones.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # not inside a Hydra program: nothing to list
+        return ""
+    loader = GlobalHydra.instance().config_loader()
+    config_name = str(hydra_cfg.job.config_name)
+    searchpath = [
+        str(o) for o in hydra_cfg.overrides.hydra if str(o).startswith("hydra.searchpath")
+    ]
+    base = loader.load_configuration(config_name, overrides=searchpath, run_mode=RunMode.RUN)
+    made_for = {
+        group: program_options(loader, group, config_name, searchpath, base)
+        for group in KIND_FILTERED_GROUPS
+    }
+    groups = set().union(
+        _selected_groups(base), *map(_selected_groups, made_for["experiment"].values())
+    )
+    lines = []
+    for group in sorted(groups):
+        if group in made_for:
+            options = sorted(made_for[group])
+        else:
+            found = loader.get_group_options(group, config_name=config_name, overrides=searchpath)
+            options = sorted(found)
+        if options:
+            usage = "   (+experiment=NAME)" if group == "experiment" else ""
+            lines.append(f"{group}: {', '.join(options)}{usage}")
+    return "\n".join(lines) + "\n"
+
+
+def program_options(
+    loader: Any, group: str, config_name: str, overrides: list[str], base: DictConfig
+) -> dict[str, DictConfig]:
+    """Each option of ``group`` made for the program ``config_name``, composed with it.
+
+    Args:
+        loader: Hydra's config loader (the program's search path).
+        group: A config group (``experiment``, ``model``).
+        config_name: The program's top-level config.
+        overrides: Overrides every composition gets (``hydra.searchpath``).
+        base: The program's config as it is.
+
+    Returns:
+        Option name -> composed config, for the options that compose with the program and
+        keep its kind of model.
+    """
+    kind = OmegaConf.select(base, "model.module._target_", default=None)
+    # an option of a group in the defaults list replaces it; others are added (+experiment=)
+    add = "" if group in _selected_groups(base) else "+"
+    found = {}
+    options = loader.get_group_options(group, config_name=config_name, overrides=overrides)
+    for name in sorted(options):
+        try:
+            cfg = loader.load_configuration(
+                config_name, overrides=[*overrides, f"{add}{group}={name}"], run_mode=RunMode.RUN
+            )
+        except (HydraException, OmegaConfBaseException):
+            continue  # made for a program with other config groups (ctvoco-predict has no data)
+        if OmegaConf.select(cfg, "model.module._target_", default=None) == kind:
+            found[name] = cfg
+    return found
+
+
+def _selected_groups(cfg: DictConfig) -> set[str]:
+    """The config groups of a composed config's defaults tree, outside Hydra's own."""
+    groups = {str(key).split("@")[0] for key in cfg.hydra.runtime.choices}
+    return {g for g in groups if g != "hydra" and not g.startswith("hydra/")}

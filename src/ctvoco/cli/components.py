@@ -1,17 +1,23 @@
 """Build the Lightning pieces named in a run's config: loggers, callbacks, trainer.
 
 This is the only place (with the entry points) that calls ``hydra.utils.instantiate``;
-library code receives plain Python objects.
+library code receives plain Python objects. A ``_target_`` may be any importable class or
+function, the user's own included; the sections of :data:`KINDS` take only objects of their
+kind (a callback must be a Lightning ``Callback``, ...).
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import importlib.util
 import logging
 import netrc
 import os
+import pkgutil
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +28,75 @@ from ctvoco.errors import ArgumentError, UserError
 
 log = logging.getLogger(__name__)
 
-ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
-    "ctvoco.",
-    "pytorch_lightning.",
-    "lightning.pytorch.",
-    "torch.optim.",
+
+@dataclass(frozen=True)
+class Kind:
+    """What the object of a config section must be.
+
+    Attributes:
+        key: The section's dotted key; ``*`` stands for any one name (``callbacks.*``).
+        base: The dotted name of the class it must be an instance (or subclass) of.
+        described: How errors name the kind (``a Lightning Callback``).
+        partial: The section is a ``_partial_`` whose class must subclass ``base``.
+    """
+
+    key: str
+    base: str
+    described: str
+    partial: bool = False
+
+    def matches(self, where: str) -> bool:
+        """Whether the dotted key ``where`` is this kind's section."""
+        wanted, parts = self.key.split("."), where.split(".")
+        return len(wanted) == len(parts) and all(
+            w in ("*", p) for w, p in zip(wanted, parts, strict=True)
+        )
+
+    def base_class(self) -> type:
+        """The class :attr:`base` names (imported on first use)."""
+        found = locate_target(self.base, self.key)
+        assert isinstance(found, type)
+        return found
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("callbacks.*", "pytorch_lightning.Callback", "a Lightning Callback"),
+    Kind("logger.*", "pytorch_lightning.loggers.Logger", "a Lightning Logger"),
+    Kind("trainer", "pytorch_lightning.Trainer", "a Lightning Trainer"),
+    Kind("data", "pytorch_lightning.LightningDataModule", "a LightningDataModule"),
+    Kind("data.members.*", "pytorch_lightning.LightningDataModule", "a LightningDataModule"),
+    Kind("model.module", "pytorch_lightning.LightningModule", "a LightningModule"),
+    Kind("model.module.optimizer", "torch.optim.Optimizer", "a torch.optim.Optimizer", True),
 )
-"""Modules that the job's ``_target_`` keys may name: ctvoco instantiates only classes from
-these packages. Configs are still code: the ``hydra`` section (``hydra.callbacks``, the
-launcher and sweeper, logging) is Hydra's, which acts on it before any check here."""
+"""The sections whose ``_target_`` must be of a kind. Any importable class or function may
+be a ``_target_`` (configs are code the user wrote); in these sections a class must be of
+the kind, and a function must return an object of it."""
+
+
+def kind_of(where: str) -> Kind | None:
+    """The kind the section ``where`` (a dotted key) must be, or ``None`` for any."""
+    return next((kind for kind in KINDS if kind.matches(where)), None)
 
 
 def check_targets(cfg: Any, where: str = "") -> None:
-    """Refuse any ``_target_`` outside :data:`ALLOWED_TARGET_PREFIXES`.
+    """Check that every ``_target_`` imports, and that each class is of its section's kind.
+
+    Nothing is called: a function's result is checked where it is built (:func:`build`).
 
     Args:
         cfg: A config node (``DictConfig``, ``ListConfig`` or plain containers).
         where: Dotted key of ``cfg``, for the error message.
 
     Raises:
-        UserError: A ``_target_`` names a callable outside the allowed packages.
+        UserError: A ``_target_`` cannot be imported (naming the key and the dotted path),
+            or names a class of another kind than its section's (:data:`KINDS`).
     """
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
     if isinstance(cfg, Mapping):
         target = cfg.get("_target_")
-        if target is not None and not _allowed_target(str(target)):
-            raise UserError(
-                f"{where or 'config'}._target_={target!r} is not allowed; configs may only "
-                f"instantiate classes from {', '.join(p.rstrip('.') for p in ALLOWED_TARGET_PREFIXES)}"
-            )
+        if target is not None:
+            _check_target_kind(str(target), where or "config")
         for key, value in cfg.items():
             check_targets(value, f"{where}.{key}" if where else str(key))
     elif isinstance(cfg, list | tuple):
@@ -59,22 +104,109 @@ def check_targets(cfg: Any, where: str = "") -> None:
             check_targets(value, f"{where}[{i}]")
 
 
-def _allowed_target(target: str) -> bool:
-    """The dotted name and the object it resolves to both live in an allowed package.
+def _check_target_kind(target: str, where: str) -> None:
+    """Import ``target``; refuse a class that is not of the kind of section ``where``."""
+    found = locate_target(target, where)
+    kind = kind_of(where)
+    if kind is None or not isinstance(found, type) or issubclass(found, kind.base_class()):
+        return
+    raise UserError(
+        f"{where}._target_={target!r} is not {kind.described}: {_dotted(found)} is no "
+        f"subclass of {kind.base}"
+    )
 
-    Checking the name alone is not enough: ``ctvoco.cli.app.os.system`` starts with
-    ``ctvoco.`` but resolves to ``os.system`` through a module attribute.
+
+def check_built(obj: Any, where: str) -> Any:
+    """``obj``, when it is of the kind of section ``where``; else a :class:`UserError`.
+
+    Args:
+        obj: What the section's ``_target_`` built.
+        where: The section's dotted key (``callbacks.counter``).
     """
-    if not target.startswith(ALLOWED_TARGET_PREFIXES):
-        return False
-    from hydra._internal.utils import _locate
+    kind = kind_of(where)
+    if kind is None or kind.partial or isinstance(obj, kind.base_class()):
+        return obj
+    raise UserError(
+        f"{where} built a {_dotted(type(obj))}, not {kind.described} (an instance of "
+        f"{kind.base}); check {where}._target_"
+    )
 
-    try:
-        obj = _locate(target)
-    except ImportError:
-        return False
-    module = getattr(obj, "__module__", None) or ""
-    return isinstance(obj, type) and f"{module}.".startswith(ALLOWED_TARGET_PREFIXES)
+
+def _dotted(obj: Any) -> str:
+    """``module.QualName`` of a class or function (just the name for builtins)."""
+    module = getattr(obj, "__module__", "") or ""
+    name = getattr(obj, "__qualname__", None) or repr(obj)
+    return name if module == "builtins" else f"{module}.{name}"
+
+
+def locate_target(target: str, where: str) -> Any:
+    """The object a dotted ``_target_`` names, imported the way Hydra imports it.
+
+    Args:
+        target: ``package.module.Name`` (or ``package.module.Class.attribute``).
+        where: The config key of the section, for the error message.
+
+    Raises:
+        UserError: Naming ``where`` and ``target``: its package is not installed (or not
+            on ``PYTHONPATH``), importing one of its modules failed, or a name in it does
+            not exist (with the closest existing name, when there is one).
+    """
+    parts = target.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise UserError(f"{where}._target_={target!r} is not a dotted Python name")
+    found, depth = _import_modules(parts, target, where)
+    for i in range(depth, len(parts)):
+        parent = found
+        found = getattr(parent, parts[i], _MISSING)
+        if found is _MISSING:
+            raise UserError(
+                f"{where}._target_={target!r} cannot be imported: {'.'.join(parts[:i])} has "
+                f"no {parts[i]!r}{_did_you_mean(parent, parts[: i + 1])}"
+            )
+    return found
+
+
+_MISSING = object()
+
+
+def _import_modules(parts: list[str], target: str, where: str) -> tuple[Any, int]:
+    """Import the modules of ``parts`` from the top down: the last one, and how many parts
+    name modules (the rest are attributes)."""
+    module: Any = None
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a module that exists fails on an import of its own
+                raise _import_failed(name, exc, target, where) from exc
+            if module is None:
+                raise UserError(
+                    f"{where}._target_={target!r} cannot be imported: no module named "
+                    f"{name!r} (is the package that defines it installed, or its folder on "
+                    "PYTHONPATH?)"
+                ) from None
+            return module, depth - 1
+        except Exception as exc:  # the user's module itself fails: say so, with its error
+            raise _import_failed(name, exc, target, where) from exc
+    return module, len(parts)
+
+
+def _import_failed(name: str, exc: BaseException, target: str, where: str) -> UserError:
+    """The error of a module of the target that exists but fails to import."""
+    return UserError(
+        f"{where}._target_={target!r}: importing {name} failed ({type(exc).__name__}: {exc})"
+    )
+
+
+def _did_you_mean(parent: Any, parts: list[str]) -> str:
+    """``; did you mean 'a.b.C'?`` for the closest name in ``parent``, or ``""``."""
+    names = {n for n in dir(parent) if not n.startswith("_")}
+    path = getattr(parent, "__path__", None)
+    if path is not None:
+        names |= {m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_")}
+    close = difflib.get_close_matches(parts[-1], sorted(names), n=1)
+    return f"; did you mean '{'.'.join([*parts[:-1], close[0]])}'?" if close else ""
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -88,14 +220,15 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     node = cfg.get(key)
     if node is None:
         raise UserError(f"the config has no '{key}' section")
-    check_targets(node, key)
+    where = node_key(node, key)
+    check_targets(node, where)
     if not kwargs:
-        return instantiate(node, _convert_="all")
+        return check_built(instantiate(node, _convert_="all"), where)
     constructor = instantiate(node, _convert_="all", _partial_=True)
     try:
-        return constructor(**kwargs)
+        return check_built(constructor(**kwargs), where)
     except ArgumentError as exc:  # raised outside Hydra, which would name the node
-        raise exc.within(node_key(node, key)) from exc
+        raise exc.within(where) from exc
 
 
 def node_key(node: Any, key: str) -> str:
@@ -117,7 +250,8 @@ def build_model_with_views(cfg: DictConfig) -> tuple[Any, Any]:
     if node is None:
         raise UserError("the config has no 'module' section")
     check_targets(node, "model.module")
-    return views, instantiate(node, _convert_="all", views=dataclasses.asdict(views))
+    module = instantiate(node, _convert_="all", views=dataclasses.asdict(views))
+    return views, check_built(module, "model.module")
 
 
 def wandb_mode(environ: Mapping[str, str] | None = None, netrc_path: Path | None = None) -> str:
@@ -185,7 +319,8 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             _require_tensorboard(name)
         check_targets(node, f"logger.{name}")
         # Through a partial: ``config`` would clash with instantiate's own first argument.
-        loggers.append(instantiate(node, _convert_="all", _partial_=True)(**extra))
+        built = instantiate(node, _convert_="all", _partial_=True)(**extra)
+        loggers.append(check_built(built, f"logger.{name}"))
     return loggers
 
 
@@ -263,7 +398,11 @@ def _require_tensorboard(name: str) -> None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
-    """Instantiate every callback under ``cfg.callbacks`` (skipping null entries)."""
+    """Instantiate every callback under ``cfg.callbacks`` (skipping null entries).
+
+    Raises:
+        UserError: An entry builds no Lightning ``Callback``, naming its key.
+    """
     section = cfg.get("callbacks")
     if not section:
         return []
@@ -271,7 +410,8 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
     for name, node in section.items():
         if node and "_target_" in node:
             check_targets(node, f"callbacks.{name}")
-            callbacks.append(instantiate(node, _convert_="all"))
+            built = instantiate(node, _convert_="all")
+            callbacks.append(check_built(built, f"callbacks.{name}"))
     return callbacks
 
 

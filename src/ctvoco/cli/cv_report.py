@@ -1,7 +1,10 @@
 """``ctvoco-cv-report``: the cross-validation report of a folder of fold runs.
 
-What it computes is :mod:`ctvoco.reports.cross_validation`; this module parses the command
-line, writes the report files and prints them.
+What it computes is :mod:`ctvoco.reports.cross_validation` (rendered by
+:mod:`ctvoco.reports.cv_markdown`); this module parses the command line, writes the report
+files and prints them. The command line is parsed before the computation (pandas,
+scikit-learn, matplotlib, the data readers) is imported, so that ``--help`` and usage
+errors answer at once.
 """
 
 from __future__ import annotations
@@ -12,28 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ctvoco.data.rsna import read_rsna_labels
 from ctvoco.errors import UserError
-from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
-from ctvoco.reports import cross_validation
-from ctvoco.reports.cross_validation import (
-    check_rules,
-    cross_validation_report,
-    find_oof_files,
-    fit_scaling_out_of_fold,
-    labels_for,
-    oof_rule,
-    rule_lines,
-    scaling_summary,
-    to_markdown,
+
+DESCRIPTION = (
+    "Combine the out-of-fold predictions of the fold runs under DIR into one "
+    "cross-validation report: cv_report.csv, cv_report.md (score with a bootstrap interval "
+    "and the constant-prediction floors, one row per fold, warnings about missing folds) and "
+    "the ROC and calibration plots of the pooled predictions."
 )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``ctvoco-cv-report DIR [--labels train.csv] [--fit-scaling [--store-in CKPT ...]]``."""
-    parser = argparse.ArgumentParser(
-        prog="ctvoco-cv-report", description=cross_validation.__doc__.split("\n\n")[0]
-    )
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (built without importing the computation)."""
+    parser = argparse.ArgumentParser(prog="ctvoco-cv-report", description=DESCRIPTION)
     parser.add_argument("directory", help="folder holding the fold runs (searched recursively)")
     parser.add_argument("--labels", help="train.csv (default: from the first run's config)")
     parser.add_argument(
@@ -53,36 +47,113 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="report folds whose OOF came from different oof_from rules (with a warning)",
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="patient-bootstrap resamples for the score's 95%% interval (0: none; default 1000)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)"
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; exits with status 2 on a usage error."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.store_in and not args.fit_scaling:
         parser.error("--store-in needs --fit-scaling")
-    out = Path(args.directory)
+    if args.bootstrap < 0:
+        parser.error(f"--bootstrap must be 0 or more; got {args.bootstrap}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``ctvoco-cv-report DIR [--labels train.csv] [--fit-scaling [--store-in CKPT ...]]``."""
+    args = parse_args(argv)
     try:
-        files = find_oof_files(args.directory)
-        warnings = check_rules(
-            {str(f.parent): oof_rule(f.parent) for f in files}, args.allow_mixed_rules
-        )
-        labels = read_rsna_labels(args.labels or labels_for(files[0].parent))
-        report = cross_validation_report(files, labels)
-        scaling = fit_scaling_out_of_fold(files, labels) if args.fit_scaling else None
-        if scaling is not None:
-            _write_scaling(out / "scaling.json", scaling, files, args.store_in)
+        result = _compute(args)
     except UserError as exc:
         print(f"ctvoco-cv-report: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    for warning in warnings:
+    for warning in result["warnings"]:
         print(f"ctvoco-cv-report: warning: {warning}", file=sys.stderr)
-    write_csv_atomic(out / "cv_report.csv", report, index=False)
-    write_text_atomic(out / "cv_report.md", to_markdown(report))
-    print("\n".join(rule_lines(report, files)))
-    print(to_markdown(report))
-    written = [out / "cv_report.csv", out / "cv_report.md"]
+    _write_and_print(args, result)
+
+
+def _compute(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything the report holds, before anything is written.
+
+    Raises:
+        UserError: No ``oof.csv``, unreadable runs, mixed rules or fold assignments.
+    """
+    from ctvoco.data.rsna import read_rsna_labels
+    from ctvoco.reports import cross_validation as cv
+
+    files = cv.find_oof_files(args.directory)
+    warnings = cv.check_rules(
+        {str(f.parent): cv.oof_rule(f.parent) for f in files}, args.allow_mixed_rules
+    )
+    labels = read_rsna_labels(args.labels or cv.labels_for(files[0].parent))
+    report = cv.cross_validation_report(files, labels)
+    predictions = cv.pooled_predictions(files)
+    pooled = cv.pooled_summary(labels, predictions, args.bootstrap, args.seed)
+    runs = [cv.fold_run(f) for f in files]
+    warnings = cv.fold_warnings(runs, pooled.patients, pooled.labelled) + warnings
+    scaling = cv.fit_scaling_out_of_fold(files, labels) if args.fit_scaling else None
     if scaling is not None:
-        print(scaling_summary(scaling))
+        _write_scaling(Path(args.directory) / "scaling.json", scaling, files, args.store_in)
+    return {
+        "files": files,
+        "labels": labels,
+        "report": report,
+        "predictions": predictions,
+        "pooled": pooled,
+        "warnings": warnings,
+        "scaling": scaling,
+    }
+
+
+def _write_and_print(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write ``cv_report.csv``, the plots and ``cv_report.md``; print the report."""
+    from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
+    from ctvoco.reports import cross_validation as cv
+    from ctvoco.reports import cv_markdown as md
+
+    out = Path(args.directory)
+    report, pooled = result["report"], result["pooled"]
+    notes = md.rule_lines(report, result["files"])
+    plots = md.write_plots(result["labels"], result["predictions"], out)
+    write_csv_atomic(out / "cv_report.csv", report, index=False)
+    markdown = md.render_markdown(report, pooled, result["warnings"], notes, plots)
+    write_text_atomic(out / "cv_report.md", markdown)
+    print("\n".join(notes))
+    print(md.to_markdown(report))
+    print(_score_line(pooled))
+    written = [out / "cv_report.csv", out / "cv_report.md", *plots]
+    if result["scaling"] is not None:
+        print(cv.scaling_summary(result["scaling"]))
         written.append(out / "scaling.json")
         for checkpoint in args.store_in:
             print(f"factors stored in {checkpoint}")
     print(f"written: {', '.join(str(p) for p in written)}")
+
+
+def _score_line(pooled: Any) -> str:
+    """The pooled score, its interval and its floors, in one line for the terminal."""
+    interval = (
+        ""
+        if pooled.interval is None
+        else f" (95 % interval {pooled.interval[0]:.4f} to {pooled.interval[1]:.4f})"
+    )
+    return (
+        f"pooled out-of-fold score {pooled.score:.4f}{interval} on {pooled.patients} patients; "
+        f"prevalence baseline {pooled.floors['prevalence']:.4f}, best constant "
+        f"{pooled.floors['constant']:.4f}"
+    )
 
 
 def _write_scaling(
@@ -96,6 +167,7 @@ def _write_scaling(
     """
     from ctvoco.classify.scaling import store_in_checkpoint, write_scaling_json
     from ctvoco.errors import DataError
+    from ctvoco.reports.cross_validation import oof_rule
 
     write_scaling_json(
         path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -12,10 +13,14 @@ import pandas as pd
 
 from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.cli.demo_paths import DemoPaths
-from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
+from ctvoco.io.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
 from ctvoco.labels import SCORE_COLUMNS, TARGETS
-from ctvoco.reports.plots import injury_scores, plot_roc, save_figure
+from ctvoco.reports.plots import SMALLEST_FONT, injury_scores, plot_roc, save_figure
 from ctvoco.training.history import plot_learning_curves
+from ctvoco.voco.image_logging import FIGURE_PREFIX
+
+SLICE_FRACTIONS = (0.3, 0.55)
+"""Depth of the sample slices shown per patient, as fractions of the volume's depth."""
 
 
 def write_demo_report(
@@ -32,6 +37,7 @@ def write_demo_report(
             paths, labels, submissions, out / "samples.png"
         ),
         "VoCo pretraining": _pretraining(paths, out / "pretraining.png"),
+        **_voco_figure(paths, out),
         "Finetuning": _finetuning(paths, tuple(submissions), out / "finetuning.png"),
         "ROC per target (held-out patients)": plot_roc(labels, submissions, out / "roc.png"),
     }
@@ -68,6 +74,7 @@ def _true_injuries(row: pd.Series) -> str:
 def _sample_slices(
     paths: DemoPaths, labels: pd.DataFrame, submissions: dict[str, pd.DataFrame], path: Path
 ) -> Path | None:
+    """Two slices of a few test patients, each titled with its level, and their predictions."""
     cache = VolumeCache(paths.predict_cache)
     if not cache.records_dir.exists():
         return None
@@ -78,25 +85,49 @@ def _sample_slices(
     if chosen.empty:
         return None
     scores = {init: injury_scores(labels, sub)[1] for init, sub in submissions.items()}
-    fig, axes = plt.subplots(len(chosen), 2, figsize=(8, 3.9 * len(chosen)), squeeze=False)
+    columns = len(SLICE_FRACTIONS) + 1
+    fig, axes = plt.subplots(
+        len(chosen), columns, figsize=(4 * columns, 3.9 * len(chosen)), squeeze=False
+    )
     for row_axes, (_, patient) in zip(axes, chosen.iterrows(), strict=True):
+        for ax in row_axes:
+            ax.set_axis_off()
         pid = int(patient["patient_id"])
         keys = manifest.loc[manifest["patient_id"].astype(int) == pid, "key"]
         if keys.empty:
             continue
         volume = cache.load(str(keys.iloc[0]))
         volume = volume[0] if volume.ndim == 4 else volume
-        truth = _true_injuries(patient)
-        predicted = "; ".join(
-            f"{init}: " + ", ".join(f"{t} {scores[init].loc[pid, t]:.2f}" for t in TARGETS)
-            for init in scores
-        )
-        for ax, fraction in zip(row_axes, (0.3, 0.55), strict=True):
-            ax.imshow(volume[int(fraction * (volume.shape[0] - 1))], cmap="gray", vmin=0, vmax=255)
-            ax.set_axis_off()
-        row_axes[0].set_title(f"patient {pid} — true: {truth}", fontsize=9, loc="left")
-        row_axes[1].set_title("P(injury) " + predicted.replace("; ", "\n"), fontsize=6, loc="left")
+        for ax, fraction in zip(row_axes, SLICE_FRACTIONS, strict=False):
+            level = int(fraction * (volume.shape[0] - 1))
+            ax.imshow(volume[level], cmap="gray", vmin=0, vmax=255)
+            ax.set_title(
+                f"patient {pid}: slice {level + 1} of {volume.shape[0]}",
+                fontsize=SMALLEST_FONT + 1,
+                loc="left",
+            )
+        _prediction_panel(row_axes[-1], _true_injuries(patient), pid, scores)
     return save_figure(fig, path)
+
+
+def _prediction_panel(ax: plt.Axes, truth: str, pid: int, scores: dict[str, pd.DataFrame]) -> None:
+    """The true injuries and a table of P(injury) per target (rows) and init (columns)."""
+    width = max([13, *(len(init) for init in scores)]) + 1
+    lines = ["P(injury)".ljust(width) + "".join(init.rjust(width) for init in scores)]
+    for target in TARGETS:
+        values = "".join(f"{scores[init].loc[pid, target]:.2f}".rjust(width) for init in scores)
+        lines.append(target.ljust(width) + values)
+    ax.set_title(f"true: {truth}", fontsize=SMALLEST_FONT + 1, loc="left")
+    ax.text(
+        0.0,
+        0.95,
+        "\n".join(lines),
+        family="monospace",
+        fontsize=SMALLEST_FONT,
+        va="top",
+        ha="left",
+        transform=ax.transAxes,
+    )
 
 
 def _pretraining(paths: DemoPaths, path: Path) -> Path | None:
@@ -125,5 +156,25 @@ def _finetuning(paths: DemoPaths, inits: tuple[str, ...], path: Path) -> Path | 
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=SMALLEST_FONT)
     return save_figure(fig, path)
+
+
+def _voco_figure(paths: DemoPaths, out: Path) -> dict[str, Path]:
+    """The latest VoCo views-and-overlaps figure of pretraining, copied next to the report.
+
+    Returns:
+        ``{title: copy}``, or nothing when pretraining logged no such figure.
+    """
+    step_of = re.compile(rf"{re.escape(FIGURE_PREFIX)}(\d+)\.png$")
+    found = sorted(
+        (int(match.group(1)), figure)
+        for figure in (paths.pretrain / "figures").glob(f"{FIGURE_PREFIX}*.png")
+        if (match := step_of.search(figure.name))
+    )
+    if not found:
+        return {}
+    step, latest = found[-1]
+    copy = out / "voco_overlaps.png"
+    write_bytes_atomic(copy, latest.read_bytes())
+    return {f"VoCo views and overlaps (validation at step {step})": copy}

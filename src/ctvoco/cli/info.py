@@ -19,6 +19,7 @@ PACKAGES = (
     "pydicom",
     "pylibjpeg",
     "pylibjpeg-rle",
+    "python-gdcm",
     "pylibjpeg-libjpeg",
     "pylibjpeg-openjpeg",
     "nibabel",

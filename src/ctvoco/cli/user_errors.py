@@ -24,6 +24,14 @@ _NOISE_LINE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the envi
 _MISSING_IN_INTERPOLATION = re.compile(r"Missing mandatory value: (\S+)")
 _FULL_KEY = re.compile(r"^full_key: (\S+)$", re.MULTILINE)
 
+PLUGIN_EXTRAS = {
+    "hydra/sweeper/optuna": (
+        "the Optuna sweeper (hydra-optuna-sweeper; hparams_search=classifier_optuna uses it)",
+        "sweep",
+    ),
+}
+"""Config options that an optional Hydra plugin provides: what the plugin is, and its extra."""
+
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-sentence message of a user mistake, or ``None`` when ``exc`` is a bug."""
@@ -74,6 +82,20 @@ def config_error_sentence(exc: BaseException) -> str:
     text = " ".join(p if p.endswith((".", ":")) else p + "." for p in parts)
     text = re.sub(r"\s+", " ", text).replace(":.", ":")
     return text or type(exc).__name__
+
+
+def missing_plugin_sentence(exc: BaseException) -> str | None:
+    """One sentence for a config option whose optional plugin is not installed, else ``None``.
+
+    Args:
+        exc: A composition error (Hydra's "Could not find 'hydra/sweeper/optuna'").
+    """
+    text = str(exc)
+    for option, (plugin, extra) in PLUGIN_EXTRAS.items():
+        if f"Could not find '{option}'" in text:
+            group, name = option.rsplit("/", 1)
+            return f"{group}={name} needs {plugin}: pip install 'ctvoco[{extra}]'"
+    return None
 
 
 def interpolation_sentence(exc: InterpolationResolutionError) -> str:

@@ -1,6 +1,7 @@
 """Reading CT series: DICOM and NIfTI (and writing NIfTI)."""
 
-from ctvoco.io.dicom import read_dicom_series, series_files, sign_extend
+from ctvoco.io.decoders import sign_extend
+from ctvoco.io.dicom import read_dicom_series, series_files
 from ctvoco.io.nifti import nifti_case_id, read_nifti, write_nifti
 from ctvoco.io.volume import CTVolume, canonical_transform, to_canonical
 

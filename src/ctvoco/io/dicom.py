@@ -8,8 +8,9 @@ What the reader guarantees (docs/algorithms.md §1.1):
   then rescaled to HU: ``RescaleSlope * v + RescaleIntercept``, whatever the
   ``PhotometricInterpretation`` (``MONOCHROME1`` only says that low values display white;
   inverting the values would turn air into bone);
-- RLE Lossless (RSNA's transfer syntax) decodes through pylibjpeg-rle; other compressed
-  syntaxes go through pydicom's plugins, with an error naming the missing plugin;
+- RLE Lossless (RSNA's transfer syntax) decodes through pylibjpeg-rle; JPEG (baseline,
+  lossless, JPEG-LS) and JPEG 2000 through python-gdcm; other compressed syntaxes go through
+  pydicom's plugins, with an error naming the file and the package to install;
 - a series mixing several SeriesInstanceUIDs, duplicate positions with different pixels, a
   non-axial orientation, and unreadable, truncated or undecodable files are errors naming
   the file; gaps (missing slices) and small gantry tilts are recorded as warnings;
@@ -26,7 +27,6 @@ What the reader guarantees (docs/algorithms.md §1.1):
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -38,9 +38,12 @@ import pydicom
 import pydicom.pixels
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import RLELossless
+from pydicom.uid import (
+    RLELossless,
+)
 
 from ctvoco.errors import DataError
+from ctvoco.io.decoders import available_plugins, require_decoder, sign_extend
 from ctvoco.io.volume import CTVolume, check_hounsfield, to_canonical
 
 MAX_TILT_COS = 0.8
@@ -63,9 +66,6 @@ an absurd size in the header must not make the decoder allocate gigabytes first.
 RLE_HEADER_BYTES = 64
 RLE_MIN_BYTES_PER_RUN = 2
 """An RLE run encodes at most 128 bytes in at least 2 (a header byte and a value)."""
-
-_USABLE_SYNTAXES: set[str] = set()
-"""Compressed transfer syntaxes whose decoder was found available (checked once)."""
 
 
 @dataclass
@@ -467,10 +467,10 @@ def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     options: dict[str, Any] = {}
     if syntax is not None and syntax.is_compressed:
-        _require_decoder(s.path, syntax)
+        require_decoder(s.path, syntax)
         if plugin is not None:
             options["decoding_plugin"] = plugin
-        elif syntax == RLELossless and "pylibjpeg" in _available_plugins(syntax):
+        elif syntax == RLELossless and "pylibjpeg" in available_plugins(syntax):
             options["decoding_plugin"] = "pylibjpeg"
     try:
         # The functional API does not cache the array on the dataset; the compressed bytes
@@ -489,52 +489,6 @@ def _stored_values(s: _Slice, plugin: str | None) -> np.ndarray:
     # No MONOCHROME1 inversion: the photometric interpretation is a display rule, the
     # modality rescale alone gives HU.
     return sign_extend(values, bits_allocated, bits_stored, signed)
-
-
-def sign_extend(
-    values: np.ndarray, bits_allocated: int, bits_stored: int, signed: int
-) -> np.ndarray:
-    """Sign-extend signed values stored in fewer bits than allocated: ``(v << s) >> s``.
-
-    Some RSNA files hold two's-complement values in ``BitsStored`` bits without extending
-    the sign into the unused high bits. Idempotent on values that are already extended.
-
-    Args:
-        values: ``(H, W)`` stored values.
-        bits_allocated: ``BitsAllocated`` (container width).
-        bits_stored: ``BitsStored``.
-        signed: ``PixelRepresentation`` (1 for two's complement).
-    """
-    shift = bits_allocated - bits_stored
-    if not signed or shift <= 0:
-        return values
-    dtype = np.dtype(f"int{bits_allocated}")
-    as_signed = values.astype(dtype, copy=False) if values.dtype != dtype else values
-    return (as_signed << shift) >> shift
-
-
-@functools.lru_cache(maxsize=32)
-def _available_plugins(syntax: pydicom.uid.UID) -> tuple[str, ...]:
-    decoder = pydicom.pixels.get_decoder(syntax)
-    return tuple(decoder.available_plugins)
-
-
-def _require_decoder(path: Path, syntax: pydicom.uid.UID) -> None:
-    if syntax in _USABLE_SYNTAXES:
-        return
-    try:
-        decoder = pydicom.pixels.get_decoder(syntax)
-    except NotImplementedError as exc:
-        raise DataError(
-            f"{path}: transfer syntax {syntax.name} ({syntax}) is not supported by pydicom"
-        ) from exc
-    if not decoder.is_available:
-        missing = "; ".join(str(m) for m in decoder.missing_dependencies) or "-"
-        raise DataError(
-            f"{path}: pixel data is {syntax.name} ({syntax}) and no decoder plugin for it is "
-            f"installed ({missing}); install one, e.g. pip install 'ctvoco[jpeg]'"
-        )
-    _USABLE_SYNTAXES.add(syntax)
 
 
 def _drop_duplicates(

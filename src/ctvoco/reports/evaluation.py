@@ -2,7 +2,7 @@
 
 Which weights are evaluated is chosen before, by the rule ``oof_from``
 (:mod:`ctvoco.training.oof`); it is recorded in ``metrics.json``. :func:`log_evaluation`
-sends the same evaluation to wandb when it is one of the loggers.
+sends the same evaluation to wandb, and its plots to TensorBoard, when they are loggers.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ctvoco.io.atomic import write_csv_atomic, write_text_atomic
@@ -77,11 +78,13 @@ def write_evaluation(
 def log_evaluation(
     loggers: Iterable[Any], directory: str | Path, metrics: Mapping[str, float]
 ) -> None:
-    """Send the evaluation written by :func:`write_evaluation` to every wandb logger.
+    """Send the evaluation written by :func:`write_evaluation` to the experiment loggers.
 
-    Logs the plots (``evaluation``), the metric table (``evaluation/metrics``: one row per
-    metric) and ``oof.csv`` as a ``predictions`` artifact. Other loggers are skipped, and so
-    is a disabled wandb run (``WANDB_MODE=disabled``), which then writes no wandb files.
+    A wandb logger gets the plots (``evaluation``), the metric table (``evaluation/metrics``:
+    one row per metric) and ``oof.csv`` as a ``predictions`` artifact; a disabled wandb run
+    (``WANDB_MODE=disabled``) is skipped and writes no wandb files. A TensorBoard logger gets
+    each plot as an image (``evaluation/<plot>``, e.g. ``evaluation/roc``). Other loggers
+    are skipped.
 
     Args:
         loggers: The trainer's loggers.
@@ -90,6 +93,8 @@ def log_evaluation(
     """
     directory = Path(directory)
     for logger in loggers:
+        if type(logger).__name__ == "TensorBoardLogger":
+            _log_plots_to_tensorboard(logger.experiment, directory)
         if type(logger).__name__ != "WandbLogger":
             continue
         run = logger.experiment
@@ -106,6 +111,19 @@ def log_evaluation(
             data=[[name, float(value)] for name, value in metrics.items()],
         )
         _log_oof_artifact(run, directory / "oof.csv")
+
+
+def _log_plots_to_tensorboard(writer: Any, directory: Path) -> None:
+    """Every PNG of ``directory`` as a TensorBoard image ``evaluation/<name>``."""
+    from PIL import Image
+
+    for path in sorted(directory.glob("*.png")):
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        writer.add_image(f"evaluation/{path.stem}", pixels, None, dataformats="HWC")
+    flush = getattr(writer, "flush", None)
+    if callable(flush):  # the evaluation runs after the fit, whose end closed the writer
+        flush()
 
 
 def _log_oof_artifact(run: Any, oof: Path) -> None:

@@ -2,7 +2,9 @@
 
 All take a label frame shaped like ``train.csv`` and a prediction frame shaped like
 ``sample_submission.csv`` (several rows per patient allowed: aggregated by max first),
-and write a PNG.
+and write a PNG. Every figure is drawn to be read at its saved size: text of at least
+:data:`SMALLEST_FONT` points, numbers in matrix cells in a colour that contrasts with the
+cell, and tick labels without a shared offset (no ``1e-3 + 1.0`` in a corner).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from ctvoco.figures import disable_offsets
 from ctvoco.io.atomic import atomic_write
 from ctvoco.labels import (
     ORGAN_TARGETS,
@@ -27,6 +31,9 @@ from ctvoco.labels import (
     aggregate_predictions,
     target_columns,
 )
+
+SMALLEST_FONT = 9.0
+"""Points: no text a reader needs (legends, annotations, titles) is drawn smaller."""
 
 
 def injury_scores(
@@ -77,7 +84,7 @@ def plot_roc(
                 fpr, tpr, _ = roc_curve(y, s)
                 label = f"{name} AUC {roc_auc_score(y, s):.3f}".strip()
                 ax.plot(fpr, tpr, label=label)
-            ax.legend(loc="lower right")
+            ax.legend(loc="lower right", fontsize=SMALLEST_FONT)
         ax.plot([0, 1], [0, 1], ":", color="gray")
         ax.set_title(f"{target} (n+={int(y.sum())}/{len(y)})")
         ax.set_xlabel("false positive rate")
@@ -95,9 +102,10 @@ def plot_confusion(labels: pd.DataFrame, predictions: pd.DataFrame, path: str | 
         true = labels[cols].to_numpy().argmax(axis=1)
         pred = preds[cols].to_numpy().argmax(axis=1)
         matrix = confusion_matrix(true, pred, labels=[0, 1, 2])
-        ax.imshow(matrix, cmap="Blues")
+        image = ax.imshow(matrix, cmap="Blues")
         for (i, j), v in np.ndenumerate(matrix):
-            ax.text(j, i, str(v), ha="center", va="center", color="black")
+            ink = contrasting_text_color(image.cmap(image.norm(v)))
+            ax.text(j, i, str(v), ha="center", va="center", color=ink)
         names = TARGET_CLASSES[target]
         ax.set_xticks(range(3), names)
         ax.set_yticks(range(3), names)
@@ -124,15 +132,29 @@ def plot_calibration(
         ax.plot(mean, frac, marker="o", markersize=3, label=target)
     ax.set_xlabel("predicted injury probability")
     ax.set_ylabel("observed injury frequency")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALLEST_FONT)
     ax.set_title("calibration")
     return save_figure(fig, path)
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close ``fig``; return ``path``."""
+def contrasting_text_color(background: tuple[float, ...]) -> str:
+    """``"white"`` on a dark RGB(A) background, ``"black"`` on a light one.
+
+    Dark means a relative luminance (Rec. 709 weights of the RGB values in ``[0, 1]``)
+    below one half.
+    """
+    r, g, b = background[:3]
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close ``fig``; return ``path``.
+
+    Offsets of the tick labels are switched off first (:func:`disable_offsets`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    disable_offsets(fig)
     fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, dpi=110, format=path.suffix.lstrip(".") or "png")

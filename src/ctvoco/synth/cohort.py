@@ -174,11 +174,14 @@ def make_synthetic_cohort(
     cohort_spec = CohortSpec(**spec)
     root = Path(root)
     marker = root / "cohort.json"
-    if marker.exists() and json.loads(marker.read_text()) == cohort_spec.as_json():
-        return _load(root, cohort_spec)
     if marker.exists():
+        existing = json.loads(marker.read_text())
+        if existing == cohort_spec.as_json():
+            return _load(root, cohort_spec)
         raise UserError(
-            f"{root} holds a synthetic cohort made with other parameters; choose another folder"
+            f"{root} holds a synthetic cohort made with other parameters "
+            f"({parameter_differences(existing, cohort_spec.as_json())}); choose another "
+            "folder, or the parameters it was made with"
         )
     root.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
@@ -451,6 +454,21 @@ def _write_image_level_labels(
     columns = ["patient_id", "series_id", "instance_number", "injury_name"]
     frame = pd.DataFrame(rows, columns=columns)
     write_text_atomic(rsna_root / "image_level_labels.csv", frame.to_csv(index=False))
+
+
+def parameter_differences(existing: Mapping[str, Any], requested: Mapping[str, Any]) -> str:
+    """The parameters that differ, with both values: ``seed: existing 0, requested 1; ...``.
+
+    Args:
+        existing: The parameters a folder's ``cohort.json`` records.
+        requested: Those of the cohort asked for (:meth:`CohortSpec.as_json`).
+    """
+    parts = []
+    for name in [*requested, *(k for k in existing if k not in requested)]:
+        old, new = existing.get(name, "not recorded"), requested.get(name, "not given")
+        if old != new:
+            parts.append(f"{name}: existing {old}, requested {new}")
+    return "; ".join(parts)
 
 
 def _load(root: Path, spec: CohortSpec) -> SyntheticCohort:

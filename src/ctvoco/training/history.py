@@ -13,25 +13,31 @@ validation; an epoch without a validation (``trainer.check_val_every_n_epoch`` >
 them empty, never the previous validation's values again.
 
 ``metrics.csv`` is the run's one metrics table. ``logger=csv`` adds the per-step log of
-:class:`StepCSVLogger` under ``csv/steps.csv``.
+:class:`StepCSVLogger` under ``csv/steps.csv``. ``learning_curves.png`` also goes to every
+TensorBoard logger of the fit (:func:`log_image_file`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
+from ctvoco.figures import disable_offsets
 from ctvoco.io.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 VALIDATION_PREFIX = "val/"
 """Metrics whose names start with this are logged by validation, the others by training."""
@@ -116,6 +122,13 @@ class MetricsHistory(pl.Callback):
         self.write()
         if len(self.rows) >= 1:
             plot_learning_curves(self.frame(), self.plot_groups, self.plot_path)
+            log_image_file(
+                trainer.loggers,
+                "learning_curves",
+                self.plot_path,
+                trainer.global_step,
+                to=("tensorboard",),
+            )
 
     def frame(self) -> pd.DataFrame:
         """The history so far, one row per epoch."""
@@ -142,33 +155,112 @@ def is_state_metric(name: str) -> bool:
     return name.endswith(("_count", "_steps", "momentum"))
 
 
-def plot_learning_curves(history: pd.DataFrame, groups: Sequence[str], path: Path) -> Path:
-    """One panel per group of metrics against epoch; returns ``path``."""
+SMALLEST_FONT = 9.0
+"""Points: the smallest text of the learning curves (legends included)."""
+
+
+def learning_curve_panels(
+    history: pd.DataFrame, groups: Sequence[str]
+) -> list[tuple[str, list[str]]]:
+    """``(title, columns)`` of every panel of :func:`plot_learning_curves`.
+
+    A group is the metrics whose names contain it. The group's total (the metric named just
+    the group, e.g. ``train/loss`` and ``val/loss`` for ``loss``) gets a panel of its own
+    when the group has other metrics too (``train/loss_liver``), whose scale it would
+    otherwise flatten. Without any matching group: one panel of every metric.
+    """
+    panels: list[tuple[str, list[str]]] = []
+    for group in groups:
+        columns = [c for c in history.columns if group in c]
+        totals = [c for c in columns if c.split("/", 1)[-1] == group]
+        parts = [c for c in columns if c not in totals]
+        if totals and parts:
+            panels += [(f"{group} (total)", totals), (f"{group} (parts)", parts)]
+        elif columns:
+            panels.append((group, columns))
+    return panels or [("metrics", [c for c in history.columns if "/" in c])]
+
+
+def learning_curves_figure(history: pd.DataFrame, groups: Sequence[str]) -> Figure:
+    """The learning curves of ``history`` (see :func:`learning_curve_panels`), not saved."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(g, [c for c in history.columns if g in c]) for g in groups]
-    panels = [(g, cols) for g, cols in panels if cols]
-    if not panels:
-        panels = [("metrics", [c for c in history.columns if "/" in c])]
+    panels = learning_curve_panels(history, groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (group, columns) in zip(axes[0], panels, strict=True):
+    for ax, (title, columns) in zip(axes[0], panels, strict=True):
         for column in columns:
             series = history[["epoch", column]].dropna()
             style = "--" if column.startswith("train/") else "-"
             ax.plot(series["epoch"], series[column], style, marker="o", markersize=3, label=column)
-        ax.set_title(group)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=SMALLEST_FONT)
+    disable_offsets(fig)
     fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(history: pd.DataFrame, groups: Sequence[str], path: Path) -> Path:
+    """Write :func:`learning_curves_figure` as a PNG (atomically); returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = learning_curves_figure(history, groups)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+IMAGE_LOGGERS = ("tensorboard", "wandb")
+"""The experiment loggers that take images."""
+
+
+def log_image_file(
+    loggers: Iterable[Any],
+    key: str,
+    path: Path,
+    step: int,
+    to: Sequence[str] = IMAGE_LOGGERS,
+) -> list[str]:
+    """Send the PNG at ``path`` to every attached logger that takes images.
+
+    TensorBoard gets it as an image event (``add_image``) and wandb through ``log_image``
+    (skipped when the wandb run is disabled); other loggers are left alone.
+
+    Args:
+        loggers: The trainer's loggers.
+        key: The image's tag (``voco/overlaps``).
+        path: The PNG written before.
+        step: The optimiser step it belongs to.
+        to: Which kinds of :data:`IMAGE_LOGGERS` to send it to.
+
+    Returns:
+        The kinds of the loggers that took it, one entry per logger.
+    """
+    took = []
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger) and "tensorboard" in to:
+            logger.experiment.add_image(key, _png_pixels(path), step, dataformats="HWC")
+            took.append("tensorboard")
+        elif isinstance(logger, WandbLogger) and "wandb" in to:
+            if getattr(logger.experiment, "disabled", False):
+                continue
+            logger.log_image(key=key, images=[str(path)], step=step, caption=[path.stem])
+            took.append("wandb")
+    return took
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    """The RGB pixels of a PNG, ``(H, W, 3)`` uint8."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 class _StepsWriter(ExperimentWriter):

@@ -16,6 +16,7 @@ hyper-parameters record them, so that a checkpoint holds no pickled objects.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 from collections.abc import Callable, Mapping
@@ -30,9 +31,6 @@ from ctvoco.training.schedules import check_schedule_steps, stepping_batches
 PartialSpec = Callable[..., Any] | Mapping[str, Any]
 """A ``functools.partial`` (or any callable) or a ``{"_target_": ..., **keywords}`` mapping."""
 
-ALLOWED_PREFIXES = ("torch.optim.", "ctvoco.training.schedules.")
-"""Where the ``_target_`` of a recorded optimiser or schedule may point."""
-
 
 def as_partial(spec: PartialSpec, where: str) -> functools.partial[Any]:
     """``spec`` as a ``functools.partial`` whose keywords are the settings.
@@ -42,7 +40,7 @@ def as_partial(spec: PartialSpec, where: str) -> functools.partial[Any]:
         where: The argument ``spec`` was given for (``optimizer``), named in errors.
 
     Raises:
-        ArgumentError: ``spec`` is neither, or its ``_target_`` is not an allowed class.
+        ArgumentError: ``spec`` is neither, or its ``_target_`` names no importable class.
     """
     if isinstance(spec, functools.partial):
         if spec.args:
@@ -70,17 +68,28 @@ def with_settings(spec: PartialSpec, **changes: Any) -> functools.partial[Any]:
 
 
 def _locate(target: object, where: str) -> Callable[..., Any]:
-    """The class a recorded ``_target_`` names, from :data:`ALLOWED_PREFIXES` only."""
-    if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES):
-        allowed = " or ".join(p.rstrip(".") for p in ALLOWED_PREFIXES)
+    """The class a recorded ``_target_`` names: any importable class (``package.module.Name``).
+
+    Raises:
+        ArgumentError: ``target`` is not a dotted name, cannot be imported (with the closest
+            name of its module, when there is one), or is not a class.
+    """
+    if not isinstance(target, str) or "." not in target:
         raise ArgumentError(
-            f"{where}._target_", f" must name a class under {allowed}; got {target!r}"
+            f"{where}._target_", f" must name a class as package.module.Name; got {target!r}"
         )
     module_name, _, name = target.rpartition(".")
     try:
-        found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise ArgumentError(f"{where}._target_", f"={target!r} does not exist") from exc
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ArgumentError(f"{where}._target_", f"={target!r} cannot be imported ({exc})") from exc
+    found = getattr(module, name, None)
+    if found is None:
+        close = difflib.get_close_matches(name, [n for n in dir(module) if not n.startswith("_")])
+        hint = f"; did you mean '{module_name}.{close[0]}'?" if close else ""
+        raise ArgumentError(
+            f"{where}._target_", f"={target!r} does not exist: {module_name} has no {name}{hint}"
+        )
     if not isinstance(found, type):
         raise ArgumentError(f"{where}._target_", f"={target!r} is not a class")
     return found
@@ -110,6 +119,43 @@ def check_optimizer(where: str, factory: functools.partial[Any]) -> None:
         ("weight_decay", lambda v: is_finite_number(v) and v >= 0, "a number >= 0"),
     )
     _apply(where, settings, rules)
+    check_optimizer_kind(where, factory)
+
+
+def check_optimizer_kind(where: str, factory: functools.partial[Any]) -> None:
+    """Refuse an optimiser partial that does not build a ``torch.optim.Optimizer``.
+
+    A class is checked as it is; any other callable (a function that makes the optimiser)
+    is called once on a probe parameter and what it returns is checked.
+
+    Raises:
+        ArgumentError: The partial names a class that is not an optimiser, or builds
+            something else, naming what it built.
+        UserError: The optimiser refuses its settings.
+    """
+    func = factory.func
+    if isinstance(func, type):
+        if not issubclass(func, torch.optim.Optimizer):
+            raise ArgumentError(
+                where, f" is {_dotted(func)}, not a torch.optim.Optimizer (a subclass of it)"
+            )
+        return
+    try:
+        built = factory([torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {exc}") from exc
+    if not isinstance(built, torch.optim.Optimizer):
+        raise ArgumentError(
+            where,
+            f" ({_dotted(func)}) built a {_dotted(type(built))}, not a torch.optim.Optimizer",
+        )
+
+
+def _dotted(obj: Any) -> str:
+    """``module.QualName`` of a class or function (``dict`` for builtins)."""
+    module = getattr(obj, "__module__", "") or ""
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return name if module == "builtins" else f"{module}.{name}"
 
 
 def check_schedule(where: str, factory: functools.partial[Any]) -> Any:
@@ -121,7 +167,8 @@ def check_schedule(where: str, factory: functools.partial[Any]) -> Any:
     Raises:
         ArgumentError: ``warmup_steps`` is not a whole number >= 0, ``min_lr_ratio`` not
             from 0 to 1, ``schedule_steps`` not beyond the warm-up, or the schedule refuses
-            its settings (``half_period``); naming the setting (``scheduler.warmup_steps``).
+            its settings (``half_period``); naming the setting (``scheduler.warmup_steps``);
+            or it does not build a per-step LR factor (a torch LR scheduler class, say).
     """
     settings = factory.keywords
     rules = (
@@ -131,12 +178,24 @@ def check_schedule(where: str, factory: functools.partial[Any]) -> Any:
     _apply(where, settings, rules)
     if "schedule_steps" in settings:
         check_schedule_steps(where, settings["schedule_steps"], settings.get("warmup_steps", 0))
+    func = factory.func
+    if isinstance(func, type) and issubclass(func, torch.optim.lr_scheduler.LRScheduler):
+        raise ArgumentError(where, f" is {_dotted(func)}, {_SCHEDULE_KIND}")
     try:
-        return factory()
+        schedule = factory()
     except ArgumentError as exc:
         raise exc.within(where) from exc
     except TypeError as exc:
         raise UserError(f"{where}: {exc}") from exc
+    if not callable(schedule):
+        raise ArgumentError(where, f" built a {_dotted(type(schedule))}, {_SCHEDULE_KIND}")
+    return schedule
+
+
+_SCHEDULE_KIND = (
+    "not a per-step LR factor: the scheduler partial builds a callable step -> factor "
+    "that a LambdaLR applies (e.g. ctvoco.training.schedules.WarmupCosine)"
+)
 
 
 def _apply(
