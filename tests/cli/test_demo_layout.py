@@ -52,10 +52,11 @@ def test_console_script_runs_the_demo_under_cli() -> None:
     assert scripts["ctvoco-demo"] == "ctvoco.cli.demo:main"
 
 
-def test_benchmarks_take_the_job_runner_from_cli_demo_jobs() -> None:
+def test_the_study_takes_the_job_runner_from_cli_demo_jobs() -> None:
+    assert imports_any("ctvoco.study.runs", "ctvoco.cli.demo_jobs")
     source = (ROOT / "benchmarks" / "label_efficiency.py").read_text()
     found = imports_of_source(source, "benchmarks.label_efficiency")
-    assert "ctvoco.cli.demo_jobs" in found
+    assert found & {"ctvoco.study.main", "ctvoco.study"}
     assert not any(m == "ctvoco.demo" or m.startswith("ctvoco.demo.") for m in found)
 
 

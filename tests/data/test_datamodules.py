@@ -472,3 +472,20 @@ def test_concat_of_flare_and_rsna(tiny_cohort, rsna_cache, flare_cache) -> None:
     assert sorted(keys) == sorted(items["key"])
     assert keys != items["key"].tolist()  # shuffled together, not one data set after the other
     assert {k.startswith("FLARE23_") for k in keys} == {True, False}
+
+
+def test_classification_never_sees_excluded_folds(tiny_cohort, rsna_cache, classify_fold0) -> None:
+    """A held-out test fold stays out of training and validation (a study's evaluated patients)."""
+    folds = classify_fold0.folds().set_index("patient_id")["fold"]
+    dm = rsna_module(tiny_cohort.rsna_root, rsna_cache, fold=0, exclude_folds=[1])
+    dm.setup("fit")
+    held_out = {str(p) for p, f in folds.items() if f == 1}
+    assert held_out, "the tiny cohort has patients in fold 1"
+    assert not (patients(dm.train_set) | patients(dm.val_set)) & held_out
+    assert patients(dm.val_set) == patients(classify_fold0.val_set)
+    assert patients(dm.train_set) == patients(classify_fold0.train_set) - held_out
+
+
+def test_validation_fold_cannot_be_excluded(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"fold 1 is both the validation fold and excluded"):
+        rsna_module(tmp_path / "rsna", tmp_path / "cache", fold=1, exclude_folds=[1])

@@ -75,7 +75,7 @@ PAGE_TIMEOUT_S = 300
 SLOW_PAGES = {"docs/notebook.md": "trains two small models: 15-45 s on two CPU cores"}
 """Pages whose python blocks run only with the tests marked slow -> why."""
 HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "preprocess", "synth")
-ARGPARSE_PROGRAMS = ("cv-report", "info", "demo")
+ARGPARSE_PROGRAMS = ("cv-report", "info", "demo", "study")
 RUNNER = """
 import json, sys
 namespace = {"__name__": "__main__"}

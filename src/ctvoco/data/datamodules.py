@@ -245,7 +245,9 @@ class RSNADataModule(CachedVolumeDataModule):
         fold: Validation fold for classification; ``None`` trains on every patient.
         n_folds: Number of folds.
         fold_seed: Seed of the fold assignment.
-        exclude_folds: Folds whose patients pretraining must never see.
+        exclude_folds: Folds whose patients this module never loads: for pretraining, the
+            downstream validation (and test) patients; for classification, a held-out test
+            fold (a study's evaluated patients), out of training and validation alike.
         train_fraction: Share of training patients used (label-efficiency studies).
         image_level_labels: ``image_level_labels.csv`` for per-slice bowel/extravasation
             targets (classification): ``auto`` uses ``<root>/image_level_labels.csv`` when it
@@ -280,6 +282,11 @@ class RSNADataModule(CachedVolumeDataModule):
         bad = [f for f in exclude_folds if not 0 <= int(f) < n_folds]
         if bad:
             raise ArgumentError("exclude_folds", f" must be in 0..{n_folds - 1}; got {bad}")
+        if purpose == "classify" and fold is not None and fold in {int(f) for f in exclude_folds}:
+            raise UserError(
+                f"fold {fold} is both the validation fold and excluded (data.exclude_folds="
+                f"{list(exclude_folds)}); validate on another fold"
+            )
         if not 0.0 < train_fraction <= 1.0:
             raise ArgumentError("train_fraction", f" must be in (0, 1]; got {train_fraction}")
         self.split = split
@@ -349,6 +356,14 @@ class RSNADataModule(CachedVolumeDataModule):
         labelled = self._attach_image_labels(labelled)
         folds = self.folds(labels).set_index("patient_id")["fold"]
         fold_of = labelled["patient_int"].map(folds)
+        if self.exclude_folds:
+            kept = ~fold_of.isin(self.exclude_folds)
+            log.info(
+                "classification excludes %d patients of folds %s",
+                labelled.loc[~kept, "patient_int"].nunique(),
+                self.exclude_folds,
+            )
+            labelled, fold_of = labelled[kept], fold_of[kept]
         if self.fold is None:
             train, val = labelled, labelled.iloc[:0]
         else:

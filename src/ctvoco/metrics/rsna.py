@@ -54,7 +54,14 @@ from ctvoco.labels import (
     validated_labels,
 )
 
-__all__ = ["EPS", "rsna_score", "score_arrays", "score_predictions", "target_auc"]
+__all__ = [
+    "EPS",
+    "rsna_score",
+    "score_arrays",
+    "score_predictions",
+    "target_auc",
+    "target_auc_arrays",
+]
 
 EPS: Final[float] = 1e-15
 """Probabilities are clipped to ``[EPS, 1 - EPS]``, as the competition's scikit-learn did."""
@@ -219,6 +226,15 @@ def target_auc(
         ValueError: as :func:`rsna_score`.
     """
     _, onehot, probs = _aligned(labels, predictions, aggregate)
+    return target_auc_arrays(onehot, probs)
+
+
+def _auc_inputs(onehot: np.ndarray, probs: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per name of :data:`ctvoco.labels.SCORE_COLUMNS`: ``(injured, score)``, each ``(N,)``.
+
+    ``injured`` is 1 for an injured patient, 0 for a healthy one; ``score`` the predicted
+    injury score of :func:`target_auc`, from ``(N, 13)`` labels and normalised predictions.
+    """
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for target, cols in TARGET_SLICES.items():
         healthy = cols.start
@@ -228,9 +244,24 @@ def target_auc(
         else:
             pairs[target] = (truth, 1.0 - probs[:, healthy])
     pairs["any_injury"] = _any_injury(onehot, probs)
+    return pairs
 
+
+def target_auc_arrays(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Per-target ROC AUC from one-hot labels and normalised predictions.
+
+    The array-level core of :func:`target_auc`, with the same scores per target.
+
+    Args:
+        onehot: ``(N, 13)`` one-hot labels in :data:`~ctvoco.labels.PREDICTION_COLUMNS` order.
+        probs: ``(N, 13)`` predictions in the same order, each target's group summing to 1.
+
+    Returns:
+        One AUC per name of :data:`ctvoco.labels.SCORE_COLUMNS`; NaN where the labels hold
+        a single class for that target.
+    """
     out: dict[str, float] = {}
-    for name, (truth, score) in pairs.items():
+    for name, (truth, score) in _auc_inputs(onehot, probs).items():
         if np.unique(truth).size < 2:
             out[name] = float("nan")
         else:
