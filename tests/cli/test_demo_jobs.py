@@ -80,3 +80,37 @@ def test_status_reads_the_run_directory(tmp_path: Path) -> None:
     assert job_status(job) == "epoch 2/50, val score 0.7612"
     (job.run_dir / "config.yaml").write_text("trainer:\n  max_epochs: -1\n  max_steps: 1200\n")
     assert job_status(job) == "step 48/1200, val score 0.7612"
+
+
+def test_a_terminated_runner_stops_its_jobs(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's kill, ``kill PID``) ends the running jobs too: no orphan keeps
+    writing into a run folder that a re-run would resume."""
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    runner = f"""
+import sys, time
+from pathlib import Path
+from ctvoco.cli.demo_jobs import Job, run_side_by_side
+code = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+job = Job("sleeper", (sys.executable, "-c", code), Path({str(tmp_path)!r}), Path({str(tmp_path / "log")!r}))
+run_side_by_side([job], time.perf_counter(), at_once=1, report_every=0)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", runner])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) != 0
+    time.sleep(0.5)
+    try:
+        os.kill(child, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the job outlived its terminated runner"

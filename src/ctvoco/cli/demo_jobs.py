@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,13 +101,16 @@ def run_side_by_side(
     Small models use two cores poorly, so two runs side by side finish sooner than one
     after the other. A line says when each job starts (with its command and log) and ends,
     and every ``report_every`` seconds (0: never) one line gives each running job's
-    :func:`job_status`. Interrupting stops every job. Returns the failed jobs and their
-    exit codes.
+    :func:`job_status`. Interrupting (Ctrl-C) or terminating (SIGTERM) the caller stops
+    every job, so none keeps writing into a run folder that a re-run resumes. Returns the
+    failed jobs and their exit codes.
     """
     threads = max(1, (os.cpu_count() or 1) // max(1, at_once))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     pending, running, failed = list(jobs), {}, []
     last_report = time.perf_counter()
+    main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         while pending or running:
             while pending and len(running) < at_once:
@@ -134,11 +139,21 @@ def run_side_by_side(
                 print(f"{stamp(started)} {status}", flush=True)
                 last_report = now
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         for process, handle in running.values():
             process.terminate()
             process.wait()
             handle.close()
     return failed
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into ``SystemExit`` so that :func:`run_side_by_side` ends its jobs."""
+    raise SystemExit(
+        "terminated (SIGTERM): the running jobs were stopped; run the same command again to "
+        "continue from their last checkpoints"
+    )
 
 
 def failure_message(program: str, failed: Sequence[tuple[Job, int]]) -> str:

@@ -229,9 +229,7 @@ def run(args: argparse.Namespace) -> Path:
         selection=args.selection,
         pretrain_epochs=args.pretrain_epochs or defaults["pretrain_epochs"],
         jobs=jobs,
-        threads_per_job_workers=max(1, (os.cpu_count() or 2) // jobs)
-        if args.data == "phantom"
-        else None,
+        num_workers=max(1, (os.cpu_count() or 2) // jobs) if args.data == "phantom" else None,
         weights_dir=None if weights is None else weights_folder(out, backbone, weights),
         overrides=tuple(args.overrides),
         pretrain_overrides=tuple(args.pretrain_overrides),
@@ -266,8 +264,8 @@ def run(args: argparse.Namespace) -> Path:
             "command": sys.argv,
         },
     )
-    pretrain_all(data, out, pretraining, settings, facts, started)
-    finetune_all(data, out, finetuning, settings, facts, started)
+    pretrain_all(data, out, pretraining, held, settings, facts, started)
+    finetune_all(data, out, finetuning, held, settings, facts, started)
     pool = data.pool_size()
     extra = {}
     predictions = {}

@@ -226,6 +226,41 @@ def markdown(tables: dict[str, pd.DataFrame], n_patients: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plot_intervals(
+    ax, series: list[tuple[str, pd.DataFrame]], value: str, low: str, high: str
+) -> list[np.ndarray]:
+    """One error-bar line per ``(label, rows)`` against the fraction, side by side.
+
+    Returns:
+        The x position of each line's points (log10 of the percentage, nudged apart).
+    """
+    width, positions = 0.06, []
+    for i, (label, rows) in enumerate(series):
+        rows = rows.sort_values("fraction")
+        x = np.log10(rows["fraction"].to_numpy() * 100) + (i - (len(series) - 1) / 2) * width
+        ax.errorbar(
+            x,
+            rows[value],
+            yerr=[rows[value] - rows[low], rows[high] - rows[value]],
+            marker="os^D"[i % 4],
+            capsize=4,
+            label=label,
+        )
+        positions.append(x)
+    return positions
+
+
+def _fraction_axis(ax, fractions: list[float], ylabel: str, title: str) -> None:
+    """Ticks at the labelled fractions, labels, legend and grid."""
+    ax.set_xticks(np.log10(np.array(fractions) * 100), [f"{f:.0%}" for f in fractions])
+    ax.set_xlabel("labelled share of the training pool", fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=12)
+    ax.legend(fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=10)
+
+
 def plot(tables: dict[str, pd.DataFrame], path: Path) -> Path:
     """Score per arm against the labelled fraction beside the floors, and the paired differences."""
     import matplotlib
@@ -241,56 +276,27 @@ def plot(tables: dict[str, pd.DataFrame], path: Path) -> Path:
     fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), squeeze=False)
     ax = axes[0, 0]
     arms = list(dict.fromkeys(scores["arm"]))
-    width = 0.06
-    for i, arm in enumerate(arms):
-        rows = scores[scores["arm"] == arm].sort_values("fraction")
-        x = np.log10(rows["fraction"] * 100) + (i - (len(arms) - 1) / 2) * width
-        ax.errorbar(
-            x,
-            rows["score"],
-            yerr=[rows["score"] - rows["score_low"], rows["score_high"] - rows["score"]],
-            marker="os^D"[i % 4],
-            capsize=4,
-            label=arm,
-        )
+    _plot_intervals(
+        ax, [(a, scores[scores["arm"] == a]) for a in arms], "score", "score_low", "score_high"
+    )
     for (_, f), style in zip(floors.iterrows(), ("--", ":"), strict=False):
         ax.axhline(f["score"], ls=style, color="gray", label=FLOOR_NAMES[f["floor"]])
         ax.axhspan(f["low"], f["high"], color="gray", alpha=0.12)
-    ticks = np.log10(np.array(fractions) * 100)
-    ax.set_xticks(ticks, [f"{f:.0%}" for f in fractions])
-    ax.set_xlabel("labelled share of the training pool", fontsize=11)
-    ax.set_ylabel("competition score (lower is better)", fontsize=11)
-    ax.set_title("score with 95 % interval", fontsize=12)
-    ax.legend(fontsize=10)
-    ax.grid(alpha=0.3)
+    _fraction_axis(ax, fractions, "competition score (lower is better)", "score with 95 % interval")
     if panels == 2:
         ax = axes[0, 1]
-        pairs = list(
-            dict.fromkeys(zip(differences["reference"], differences["treatment"], strict=True))
-        )
-        for i, (reference, treatment) in enumerate(pairs):
-            rows = differences[
-                (differences["reference"] == reference) & (differences["treatment"] == treatment)
-            ]
-            rows = rows.sort_values("fraction")
-            x = np.log10(rows["fraction"] * 100) + (i - (len(pairs) - 1) / 2) * width
-            ax.errorbar(
-                x,
-                rows["difference"],
-                yerr=[rows["difference"] - rows["low"], rows["high"] - rows["difference"]],
-                marker="os^"[i % 3],
-                capsize=4,
-                label=f"{reference} − {treatment}",
-            )
-            ax.scatter(x, rows["mde"], marker="_", s=200, color="black")
+        pairs = differences.groupby(["reference", "treatment"], sort=False)
+        series = [(f"{ref} − {treat}", rows) for (ref, treat), rows in pairs]
+        for x, (_, rows) in zip(
+            _plot_intervals(ax, series, "difference", "low", "high"), series, strict=True
+        ):
+            ax.scatter(x, rows.sort_values("fraction")["mde"], marker="_", s=200, color="black")
         ax.scatter([], [], marker="_", s=200, color="black", label="MDE (80 % power)")
         ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xticks(ticks, [f"{f:.0%}" for f in fractions])
-        ax.set_xlabel("labelled share of the training pool", fontsize=11)
-        ax.set_ylabel("score difference (> 0: treatment better)", fontsize=11)
-        ax.set_title("paired difference with 95 % interval", fontsize=12)
-        ax.legend(fontsize=10)
-        ax.grid(alpha=0.3)
-    for a in axes.ravel():
-        a.tick_params(labelsize=10)
+        _fraction_axis(
+            ax,
+            fractions,
+            "score difference (> 0: treatment better)",
+            "paired difference with 95 % interval",
+        )
     return save_figure(fig, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class Settings:
             (a fixed-step rule: the checkpoint after ``steps`` steps).
         pretrain_epochs: VoCo epochs (``None``: the experiment's schedule).
         jobs: Runs side by side.
-        threads_per_job_workers: ``data.num_workers`` of each run (``None``: the config's).
+        num_workers: ``data.num_workers`` of each run (``None``: the config's).
         weights_dir: Folder holding ``<backbone>.<suffix>`` ImageNet weights (ImageNet arms).
         overrides: Hydra overrides for both programs.
         pretrain_overrides: Hydra overrides for ``ctvoco-pretrain`` only.
@@ -61,11 +61,11 @@ class Settings:
     selection: str
     pretrain_epochs: int | None
     jobs: int
-    threads_per_job_workers: int | None = None
+    num_workers: int | None = None
     weights_dir: Path | None = None
     overrides: tuple[str, ...] = ()
     pretrain_overrides: tuple[str, ...] = ()
-    finetune_overrides: tuple[str, ...] = field(default_factory=tuple)
+    finetune_overrides: tuple[str, ...] = ()
 
 
 def pretrain_dir(out: Path, run: PretrainRun) -> Path:
@@ -132,11 +132,7 @@ def finetune_overrides(data: StudyData, out: Path, run: FinetuneRun, s: Settings
 
 
 def _job(name: str, command: list[str], run_dir: Path, s: Settings) -> Job:
-    extra = (
-        []
-        if s.threads_per_job_workers is None
-        else [f"data.num_workers={s.threads_per_job_workers}"]
-    )
+    extra = [] if s.num_workers is None else [f"data.num_workers={s.num_workers}"]
     full = (
         *command,
         *extra,
@@ -157,12 +153,13 @@ def pretrain_all(
     data: StudyData,
     out: Path,
     runs: Sequence[PretrainRun],
+    held: HeldOut,
     s: Settings,
     facts: dict[str, Any],
     started: float,
 ) -> None:
     """Train every pretraining run not done; check what each saw; mark it done."""
-    evaluated = set(data.held_out().labels["patient_id"].astype(str))
+    evaluated = set(held.labels["patient_id"].astype(str))
     todo = []
     for run in runs:
         run_dir = pretrain_dir(out, run)
@@ -182,12 +179,12 @@ def finetune_all(
     data: StudyData,
     out: Path,
     runs: Sequence[FinetuneRun],
+    held: HeldOut,
     s: Settings,
     facts: dict[str, Any],
     started: float,
 ) -> None:
     """Train every finetuning run not done, then score and check each on the evaluated patients."""
-    held = data.held_out()
     evaluated = set(held.labels["patient_id"].astype(str))
     todo = []
     for run in runs:
@@ -215,7 +212,7 @@ def finetune_all(
         score_run(checkpoint, held)
         record = {
             "checkpoint": checkpoint.name,
-            "steps_trained": trained_steps(run_dir),
+            "steps_trained": checkpoint_step(run_dir / "checkpoints" / "last.ckpt"),
             "selected_step": checkpoint_step(checkpoint),
             "evaluated_patients": patients_digest(evaluated),
             **check_no_leak(run_dir, evaluated),
@@ -235,16 +232,8 @@ def selected_checkpoint(run_dir: Path, selection: str) -> Path:
     return found[-1]
 
 
-def trained_steps(run_dir: Path) -> int:
-    """Optimiser steps the run trained (fewer than ``steps`` when it stopped early)."""
-    import torch
-
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return int(state["global_step"])
-
-
 def checkpoint_step(checkpoint: Path) -> int:
-    """The global step stored in a checkpoint."""
+    """The global step stored in a checkpoint (``last.ckpt``: the steps the run trained)."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
