@@ -13,6 +13,8 @@ from ctvoco.synth import (
     ORGAN_CODES,
     make_phantom,
 )
+from ctvoco.synth.injuries import plan_injuries
+from ctvoco.synth.render import Phantom
 from tests.synth.conftest import SEEDS, labels_of, render
 
 
@@ -51,16 +53,21 @@ def test_organ_injury_is_hypodense_region_in_organ(target, grade, seed):
     rim = ndimage.binary_dilation(lesion, structure=np.ones((3, 3, 3), dtype=bool))
     assert (diff[~rim] == 0).all()
     if grade == 1:
-        assert darker.sum() >= 25
-        assert (lesion & organ).sum() < 0.15 * organ.sum()
-        # Thin lacerations still span several slices.
-        assert np.flatnonzero(darker.any(axis=(1, 2))).size >= 3
+        # At most a thin subcapsular rim (grade III: over half the surface) and lacerations.
+        assert (lesion & organ).sum() < 0.25 * organ.sum()
+        if deep_laceration(injured, target):  # shallower ones may be a few voxels
+            assert darker.sum() >= 25
+            # Thin lacerations still span several slices.
+            assert np.flatnonzero(darker.any(axis=(1, 2))).size >= 3
+        else:
+            assert lesion.any()
     else:
         injured_organ = organ & np.isin(healthy.organs, np.unique(healthy.organs[lesion]))
         assert (lesion & injured_organ).sum() > 0.2 * injured_organ.sum()
         assert darker.sum() > 0.15 * injured_organ.sum()
+    # Blood and clot stay at least 25 HU below the enhanced parenchyma (grades.CLOT_CONTRAST_HU).
     lesion_hu = np.median(injured.hu[lesion & organ])
-    assert 15 <= lesion_hu <= 65
+    assert 15 <= lesion_hu <= np.median(healthy.hu[organ & (healthy.hu > 60)]) - 25
 
 
 def test_high_grade_injury_has_perihepatic_hematoma():
@@ -125,26 +132,41 @@ def test_extravasation_is_a_bright_blush(classes, hosts, seed):
     blush = injured.injuries == INJURY_CODES["extravasation"]
     assert blush.any()
     assert np.isin(injured.organs[blush], hosts).all()
-    excluded = np.isin(healthy.organs, [ORGAN_CODES["bone"], ORGAN_CODES["aorta"]])
-    excluded = ndimage.binary_dilation(excluded, iterations=2)
-    bright_healthy = ((healthy.hu > 250) & ~excluded).sum()
-    bright_injured = ((injured.hu > 250) & ~excluded).sum()
-    assert bright_injured - bright_healthy >= 5
-    assert injured.hu[blush].max() > 250
+    # The blush attenuates like the series' aortic blood (0.9-1.1 times its HU).
+    aorta_hu = float(np.median(healthy.hu[healthy.organs == ORGAN_CODES["aorta"]]))
+    threshold = 0.8 * aorta_hu
+    new_bright = blush & (injured.hu > threshold) & (healthy.hu < threshold)
+    assert new_bright.sum() >= 5
+    assert 0.85 * aorta_hu <= np.percentile(injured.hu[blush], 95) <= 1.2 * aorta_hu
     if len(hosts) == 3:  # next to the injured organ
         organ = ndimage.binary_dilation(healthy.organs == hosts[1], iterations=3)
-        bright = blush & (injured.hu > 200)
+        bright = blush & (injured.hu > threshold)
         assert (bright & organ).sum() >= 0.5 * bright.sum()
 
 
 @pytest.mark.parametrize("target", ["liver", "spleen", "kidney"])
 def test_low_grade_lesion_survives_downsampling(target):
-    """Window [-150, 250] to 0..255 and 2x box downsampling keep a clear local drop."""
+    """Window [-150, 250] to 0..255 and 2x box downsampling keep a clear local drop of a
+    low-grade injury with a laceration deeper than 1 cm."""
 
     def windowed_box2(hu: np.ndarray) -> np.ndarray:
         w = np.clip((hu.astype(np.float64) + 150.0) / 400.0 * 255.0, 0.0, 255.0)
         d, h, x = (s // 2 * 2 for s in w.shape)
         return w[:d, :h, :x].reshape(d // 2, 2, h // 2, 2, x // 2, 2).mean(axis=(1, 3, 5))
 
-    drop = windowed_box2(render(0).hu) - windowed_box2(render(0, labels_of(**{target: 1})).hu)
-    assert drop.max() > 25
+    checked = 0
+    for seed in range(6):
+        injured = render(seed, labels_of(**{target: 1}))
+        if not deep_laceration(injured, target):  # may vanish, as on real CT
+            continue
+        drop = windowed_box2(render(seed).hu) - windowed_box2(injured.hu)
+        assert drop.max() > 25, seed
+        checked += 1
+    assert checked >= 2
+
+
+def deep_laceration(phantom: Phantom, target: str) -> bool:
+    """Whether the AAST grade drawn for an injured organ has lacerations deeper than 1 cm
+    (liver and spleen grade II and above, kidney grade III and above)."""
+    grade = plan_injuries(phantom.anatomy, phantom.labels).grades[target]
+    return grade >= (3 if target == "kidney" else 2)

@@ -68,7 +68,7 @@ def test_hu_bands_per_organ(seed):
     ph = render(seed)
     bands = {
         "outside": (-1024, -950),
-        "soft_tissue": (-110, 20),
+        "soft_tissue": (-110, 40),
         "bone": (250, 800),
         "aorta": (130, 270),
         "liver": (90, 135),

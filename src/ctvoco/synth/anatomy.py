@@ -2,13 +2,15 @@
 
 :func:`draw_anatomy` draws every per-patient parameter into an :class:`Anatomy`: first the
 body frame (:mod:`~ctvoco.synth.body`), then the organs and vessels placed in it
-(:mod:`~ctvoco.synth.organs`), the gut (:mod:`~ctvoco.synth.gut`) and the contrast phase.
+(:mod:`~ctvoco.synth.organs`), the gut (:mod:`~ctvoco.synth.gut`) and the tissue
+attenuation (:mod:`~ctvoco.synth.phases`); :meth:`Anatomy.in_phase` gives another phase.
 Lengths are millimetres in the scanner frame (see :mod:`ctvoco.synth`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from ctvoco.synth.organs import (
     draw_spleen,
     draw_stomach,
 )
+from ctvoco.synth.phases import SPLEEN_BAND_HU, Phase, phase_hu, tissue_quantiles
 from ctvoco.synth.shapes import Ellipsoid, Tube, Vec3
 
 
@@ -78,6 +81,12 @@ class Anatomy:
         aorta_hu: Aortic blood (contrast phase; RSNA's ``aortic_hu``).
         portal_hu: Portal and hepatic veins.
         ivc_hu: Inferior vena cava and heart blood pool.
+        phase: Contrast phase the HU values above belong to.
+        tissue_quantiles: The patient's quantile per tissue of
+            :data:`~ctvoco.synth.phases.PHASE_HU`, shared by its phases.
+        spleen_bands: Arciform bands of the arterial-phase spleen: ``(amplitude HU, band
+            count, bend, phase)``.
+        adiposity: Factor on the subcutaneous fat thickness (body habitus).
     """
 
     seed: int
@@ -122,6 +131,14 @@ class Anatomy:
     aorta_hu: float
     portal_hu: float
     ivc_hu: float
+    phase: Phase
+    tissue_quantiles: tuple[float, ...]
+    spleen_bands: tuple[float, int, float, float]
+    adiposity: float
+
+    def in_phase(self, phase: Phase) -> Anatomy:
+        """The same patient with the tissue HU of another contrast phase."""
+        return replace(self, phase=phase, **_hu_fields(phase_hu(phase, self.tissue_quantiles)))
 
     @property
     def s1_top_z(self) -> float:
@@ -197,24 +214,30 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
         l1_top_z=skel.l1_top,
         ribs=skel.ribs,
         iliac_crest_z=skel.iliac_crest,
-        **_draw_contrast(d),
+        **_draw_enhancement(rng, body.adiposity),
     )
 
 
-def _draw_contrast(d: Draw) -> dict[str, float]:
-    """Tissue HU of a portal venous phase, with some spread in timing; keyed as in Anatomy."""
-    aorta_hu = d.u(150.0, 250.0)
-    liver_hu = d.u(100.0, 120.0)
-    fat_hu = d.u(-110.0, -90.0)
-    muscle_hu = d.u(45.0, 58.0)
+def _draw_enhancement(rng: np.random.Generator, adiposity: float) -> dict[str, Any]:
+    """Tissue quantiles, the portal venous HU at them and the spleen's arterial bands
+    (with the body's ``adiposity``, the fields of Anatomy that vary with the patient's
+    physiology)."""
+    quantiles = tissue_quantiles(rng)
+    bands = (
+        float(rng.uniform(*SPLEEN_BAND_HU)),
+        int(rng.integers(4, 8)),
+        float(rng.uniform(1.5, 3.0)),
+        float(rng.uniform(0.0, 2.0 * np.pi)),
+    )
     return {
-        "fat_hu": fat_hu,
-        "muscle_hu": muscle_hu,
-        "liver_hu": liver_hu,
-        "spleen_hu": liver_hu + d.u(-4.0, 8.0),
-        "kidney_cortex_hu": d.u(170.0, 195.0),
-        "kidney_medulla_hu": d.u(110.0, 130.0),
-        "aorta_hu": aorta_hu,
-        "portal_hu": d.u(155.0, 185.0),
-        "ivc_hu": 0.5 * aorta_hu + d.u(40.0, 60.0),
+        "phase": "portal_venous",
+        "tissue_quantiles": quantiles,
+        "spleen_bands": bands,
+        "adiposity": adiposity,
+        **_hu_fields(phase_hu("portal_venous", quantiles)),
     }
+
+
+def _hu_fields(hu: dict[str, float]) -> dict[str, float]:
+    """Tissue HU of :func:`~ctvoco.synth.phases.phase_hu`, keyed as in Anatomy."""
+    return {f"{tissue}_hu": value for tissue, value in hu.items()}

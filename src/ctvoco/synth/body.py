@@ -60,6 +60,7 @@ class Body:
         width_profile: Width factors at :data:`PROFILE_Z`.
         belly_profile: Anterior depth factors at :data:`PROFILE_Z`.
         fat: Subcutaneous fat ``(lateral, anterior, posterior)``.
+        adiposity: Factor on the fat thickness (a lean patient below 1, an obese one above).
         muscle: Abdominal wall muscle ``(lateral, anterior, posterior)``.
         table_y: Top surface of the CT table at the midline.
         table_curvature: The table top rises by ``curvature * x**2`` towards its edges.
@@ -75,6 +76,7 @@ class Body:
     width_profile: tuple[float, ...]
     belly_profile: tuple[float, ...]
     fat: Vec3
+    adiposity: float
     muscle: Vec3
     table_y: float
     table_curvature: float
@@ -132,16 +134,23 @@ class Skeleton:
 
 
 def draw_body(rng: np.random.Generator) -> Body:
-    """Draw body size (+-13%), fat and muscle layers and the table under the patient."""
+    """Draw body size (+-13%), habitus, fat and muscle layers and the table under the patient.
+
+    Habitus is an adiposity factor on the subcutaneous fat: the fat of the leanest patients
+    is about a third of the typical thickness, the most obese about 1.6 times it, and half of
+    the extra fat widens the body (the rest narrows the abdominal cavity).
+    """
     u = Draw(rng).u
     body_scale = u(0.87, 1.13)
+    adiposity = u(0.35, 1.6)
     center_x = u(-8.0, 8.0)
-    half_width = 140.0 * body_scale * u(0.95, 1.05)
-    depth_ant = 110.0 * body_scale * u(0.93, 1.07)
+    fat_factor = body_scale * adiposity
+    fat = (u(12.0, 20.0) * fat_factor, u(14.0, 24.0) * fat_factor, u(10.0, 16.0) * fat_factor)
+    half_width = 140.0 * body_scale * u(0.95, 1.05) + 0.5 * (fat[0] - 16.0 * body_scale)
+    depth_ant = 110.0 * body_scale * u(0.93, 1.07) + 0.5 * (fat[1] - 19.0 * body_scale)
     depth_post = 100.0 * body_scale * u(0.95, 1.05)
     width_profile = tuple(f + u(-0.015, 0.015) for f in (1.04, 1.02, 1.0, 0.97, 1.01, 1.03))
     belly_profile = tuple(f + u(-0.03, 0.03) for f in (0.94, 0.97, 1.0, 1.02, 0.96, 0.9))
-    fat = (u(8.0, 28.0) * body_scale, u(10.0, 32.0) * body_scale, u(8.0, 22.0) * body_scale)
     muscle = (u(10.0, 15.0), u(8.0, 12.0), u(12.0, 16.0))
     table_y = u(115.0, 128.0)
     table_curvature = u(1.0e-4, 2.5e-4)
@@ -158,6 +167,7 @@ def draw_body(rng: np.random.Generator) -> Body:
         width_profile=width_profile,
         belly_profile=belly_profile,
         fat=fat,
+        adiposity=adiposity,
         muscle=muscle,
         table_y=table_y,
         table_curvature=table_curvature,

@@ -5,8 +5,7 @@
     <root>/rsna/train_images/<patient_id>/<series_id>/<n>.dcm   RLE Lossless CT slices
     <root>/rsna/train.csv                                       one-hot labels per patient
     <root>/rsna/train_series_meta.csv                           patient_id, series_id, ...
-    <root>/rsna/image_level_labels.csv                          images showing bowel injury
-                                                                or active extravasation
+    <root>/rsna/image_level_labels.csv                          images of bowel injury, bleeding
     <root>/rsna/test_images/...  and  test_labels.csv           held-out patients (optional)
     <root>/flare/imagesTr/FLARE23_XXXX_0000.nii.gz              int16 HU, varied affines
     <root>/cohort.json                                          the parameters it was made with
@@ -50,6 +49,7 @@ from ctvoco.synth.labels import (
     check_prevalence,
     draw_injury_labels,
 )
+from ctvoco.synth.phases import series_phases
 from ctvoco.synth.render import render_volume
 
 Vec3 = tuple[float, float, float]
@@ -265,15 +265,15 @@ def _write_patient(
     """
     anatomy = draw_anatomy(rng)
     visible: set[int] = set()
-    n_series = 2 if rng.random() < spec.second_series_fraction else 1
+    phases = series_phases(2 if rng.random() < spec.second_series_fraction else 1, rng)
     study_uid = new_uid(f"study/{spec.seed}/{patient_id}")
     rows: list[dict[str, Any]] = []
     shown: list[dict[str, Any]] = []
-    for s in range(n_series):
+    for s, phase in enumerate(phases):
         series_id = int(rng.integers(1000, 65535))
         z_offset = 0.0 if s == 0 else float(rng.uniform(-3.0, 3.0) * spec.voxel_spacing[0])
         phantom = render_volume(
-            anatomy,
+            anatomy.in_phase(phase),
             labels,
             shape=spec.shape,
             spacing=spec.voxel_spacing,
@@ -354,7 +354,7 @@ def _write_flare_case(
     rng: np.random.Generator,
     prevalence: Mapping[str, Sequence[float]],
 ) -> str:
-    anatomy = draw_anatomy(rng)
+    anatomy = draw_anatomy(rng).in_phase(series_phases(1, rng)[0])
     labels = draw_injury_labels(rng, prevalence)
     z_jit, xy_jit = FLARE_SPACING_JITTER
     in_plane = spec.voxel_spacing[1] * float(rng.uniform(1 - xy_jit, 1 + xy_jit))

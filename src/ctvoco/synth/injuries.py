@@ -8,6 +8,7 @@ import numpy as np
 
 from ctvoco.labels import TARGETS
 from ctvoco.synth.anatomy import Anatomy
+from ctvoco.synth.grades import CLOT_HU, EXTRAVASATION_FACTOR
 from ctvoco.synth.labels import INJURY_CODES, InjuryLabels
 from ctvoco.synth.lesions import (
     ORGAN_TARGET_CODES,
@@ -32,6 +33,7 @@ def plan_injuries(anat: Anatomy, labels: InjuryLabels) -> InjuryPlan:
 
     lesions: list[Cleft | Shatter | Hematoma | Blob] = []
     sites: list[tuple[np.ndarray, tuple[int, ...]]] = []
+    grades: dict[str, int] = {}
     for target in ("liver", "spleen", "kidney"):
         grade = getattr(labels, target)
         if grade == 0:
@@ -40,7 +42,7 @@ def plan_injuries(anat: Anatomy, labels: InjuryLabels) -> InjuryPlan:
         organ = target
         if target == "kidney":
             organ = ("kidney_right", "kidney_left")[int(rng.integers(2))]
-        organ_lesions, site = plan_organ_injury(anat, organ, grade, rng)
+        organ_lesions, site, grades[target] = plan_organ_injury(anat, organ, grade, rng)
         lesions.extend(organ_lesions)
         sites.append((site, ORGAN_TARGET_CODES[organ]))
     bowel = None
@@ -50,7 +52,7 @@ def plan_injuries(anat: Anatomy, labels: InjuryLabels) -> InjuryPlan:
         sites.append((site, ()))
     if labels.extravasation:
         lesions.extend(_plan_extravasation(anat, sites, rng_for("extravasation")))
-    return InjuryPlan(tuple(lesions), bowel)
+    return InjuryPlan(tuple(lesions), bowel, grades)
 
 
 def _plan_bowel_injury(
@@ -186,7 +188,7 @@ def _plan_extravasation(
 ) -> list[Blob]:
     """Contrast blush in or next to an injured organ, else in the mesentery or pelvis."""
     target = INJURY_CODES["extravasation"]
-    hu = float(rng.uniform(280.0, 340.0))
+    hu = anat.aorta_hu * float(rng.uniform(*EXTRAVASATION_FACTOR))
     organ_sites = [s for s in sites if s[1]]
     blobs: list[Blob] = []
     if organ_sites:
@@ -228,7 +230,7 @@ def _plan_extravasation(
                 Blob(
                     Ellipsoid(tuple(c), big, shape.angles, draw_lobes(rng, 3, 0.15)),
                     target,
-                    float(rng.uniform(50.0, 60.0)),
+                    float(rng.uniform(*CLOT_HU)),
                     (SOFT,),
                     fat_only=True,
                 )

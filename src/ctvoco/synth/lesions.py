@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -76,8 +76,11 @@ class BowelInjury:
 
 @dataclass(frozen=True, eq=False)
 class InjuryPlan:
+    """The lesions of a patient, its bowel injury and the AAST grade of each injured organ."""
+
     lesions: tuple[Cleft | Shatter | Hematoma | Blob, ...]
     bowel: BowelInjury | None
+    grades: dict[str, int] = field(default_factory=dict)
 
 
 ORGAN_TARGET_CODES: Final[dict[str, tuple[int, ...]]] = {

@@ -1,4 +1,4 @@
-"""Geometry of solid-organ injuries: lacerations, shattered parenchyma, hematomas."""
+"""Geometry of solid-organ injuries by AAST grade: lacerations, disrupted parenchyma, hematomas."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ from collections.abc import Callable
 import numpy as np
 
 from ctvoco.synth.anatomy import Anatomy
+from ctvoco.synth.grades import (
+    CLOT_HU,
+    GRADE_SHAPES,
+    GRADES_OF_LABEL,
+    UNCLOTTED_HU,
+    GradeShape,
+    below_parenchyma,
+    cap_radius,
+    draw_grade,
+    organ_kind,
+)
 from ctvoco.synth.labels import INJURY_CODES
 from ctvoco.synth.lesions import ORGAN_TARGET_CODES, Blob, Cleft, Hematoma, Shatter
 from ctvoco.synth.regions import organ_contains
@@ -101,42 +112,98 @@ def _make_cleft(
 
 
 def plan_organ_injury(
-    anat: Anatomy, organ: str, grade: int, rng: np.random.Generator
-) -> tuple[list[Cleft | Shatter | Hematoma | Blob], np.ndarray]:
-    """Low grade: one or two lacerations. High grade: shattered region, clefts, hematoma."""
-    target = INJURY_CODES["kidney" if organ.startswith("kidney") else organ]
-    kidney = organ.startswith("kidney")
-    e = _organ_ellipsoid(anat, organ, grade, rng)
-    codes = ORGAN_TARGET_CODES[organ]
-    lesions: list[Cleft | Shatter | Hematoma | Blob] = []
-    if grade == 1:
-        for _ in range(1 + int(rng.random() < 0.5)):
-            lesions.append(
-                _make_cleft(
-                    anat,
-                    organ,
-                    e,
-                    rng,
-                    target=target,
-                    length=float(rng.uniform(18.0, 28.0) if kidney else rng.uniform(22.0, 35.0)),
-                    half_height=float(rng.uniform(8.0, 12.0) if kidney else rng.uniform(8.0, 14.0)),
-                    hu=float(rng.uniform(30.0, 40.0)),
-                    radius=(0.45, 0.8),
-                )
-            )
-        return lesions, lesions[0].center
+    anat: Anatomy, organ: str, label: int, rng: np.random.Generator, grade: int | None = None
+) -> tuple[list[Cleft | Shatter | Hematoma | Blob], np.ndarray, int]:
+    """The lesions of an injured organ, sized by an AAST grade drawn from its label.
 
+    Low grade (AAST I-III): lacerations from the capsule to the grade's depth and, for half
+    of the injuries (every kidney grade I), a subcapsular hematoma over the grade's share of
+    the surface. High grade (IV-V): a disrupted region covering the grade's share of the
+    organ, deep lacerations through it and a perihepatic / perisplenic / perirenal clot.
+
+    Args:
+        anat: The patient, in the series' contrast phase.
+        organ: ``liver``, ``spleen``, ``kidney_right`` or ``kidney_left``.
+        label: The label class, 1 (low grade) or 2 (high grade).
+        rng: Generator of the injury's geometry.
+        grade: The AAST grade (one of the label's); None draws it from the label.
+
+    Returns:
+        The lesions, the injury's site (where an extravasation would be) and the grade.
+    """
+    kind = organ_kind(organ)
+    drawn = draw_grade(label, rng)
+    grade = drawn if grade is None else grade
+    if grade not in dict(GRADES_OF_LABEL[label]):
+        raise ValueError(f"AAST grade {grade} is not a grade of label class {label}")
+    shape = GRADE_SHAPES[kind][grade]
+    e = _organ_ellipsoid(anat, organ, label, rng)
+    plan = _low_grade if shape.disrupted_share is None else _high_grade
+    lesions, site = plan(anat, organ, e, shape, rng)
+    return lesions, site, grade
+
+
+def _low_grade(
+    anat: Anatomy, organ: str, e: Ellipsoid, shape: GradeShape, rng: np.random.Generator
+) -> tuple[list[Cleft | Shatter | Hematoma | Blob], np.ndarray]:
+    """Lacerations from the capsule and, for half of them, a subcapsular hematoma."""
+    kind = organ_kind(organ)
+    target, codes = INJURY_CODES[kind], ORGAN_TARGET_CODES[organ]
+    parenchyma = _parenchyma_hu(anat, kind)
+    lesions: list[Cleft | Shatter | Hematoma | Blob] = []
+    for _ in range(int(rng.integers(shape.lacerations[0], shape.lacerations[1] + 1))):
+        assert shape.laceration_depth is not None
+        lesions.append(
+            _laceration(
+                anat,
+                organ,
+                e,
+                rng,
+                target=target,
+                depth=float(rng.uniform(*shape.laceration_depth)),
+                hu=below_parenchyma(float(rng.uniform(*UNCLOTTED_HU)), parenchyma),
+            )
+        )
+    if shape.subcapsular_share is not None and (not lesions or rng.random() < 0.5):
+        point, _ = _surface_point(anat, organ, e, rng, depth=2.0)
+        share = float(rng.uniform(*shape.subcapsular_share))
+        lesions.append(
+            Hematoma(
+                organ,
+                codes,
+                target,
+                point,
+                cap_radius(share, e.half_axes),
+                min(e.half_axes),
+                float(rng.uniform(4.0, 8.0)),
+                below_parenchyma(float(rng.uniform(*CLOT_HU)), parenchyma),
+            )
+        )
+    first = lesions[0]
+    assert isinstance(first, Cleft | Hematoma)
+    return lesions, np.asarray(first.center, dtype=float)
+
+
+def _high_grade(
+    anat: Anatomy, organ: str, e: Ellipsoid, shape: GradeShape, rng: np.random.Generator
+) -> tuple[list[Cleft | Shatter | Hematoma | Blob], np.ndarray]:
+    """A disrupted region, deep lacerations through it and a clot around the organ."""
+    assert shape.disrupted_share is not None and shape.laceration_depth is not None
+    kind = organ_kind(organ)
+    target, codes = INJURY_CODES[kind], ORGAN_TARGET_CODES[organ]
+    parenchyma = _parenchyma_hu(anat, kind)
+    lesions: list[Cleft | Shatter | Hematoma | Blob] = []
     center = _sample_in_organ(anat, organ, e, rng, (0.3, 0.6))
     lobes = draw_lobes(rng, 3, 0.15)
-    radius = _shatter_radius(anat, organ, center, lobes, float(rng.uniform(0.35, 0.55)), rng)
+    share = float(rng.uniform(*shape.disrupted_share))
+    radius = _shatter_radius(anat, organ, e, center, lobes, share, rng)
     texture = tuple(
         (*random_direction(rng), float(rng.uniform(0.12, 0.35)), float(rng.uniform(0, 2 * np.pi)))
         for _ in range(3)
     )
-    lesions.append(
-        Shatter(codes, target, center, radius, lobes, texture, float(rng.uniform(38.0, 48.0)))
-    )
-    for _ in range(int(rng.integers(2, 4))):
+    shatter_hu = below_parenchyma(float(rng.uniform(38.0, 48.0)), parenchyma)
+    lesions.append(Shatter(codes, target, center, radius, lobes, texture, shatter_hu))
+    for _ in range(int(rng.integers(shape.lacerations[0], shape.lacerations[1] + 1))):
         lesions.append(
             _make_cleft(
                 anat,
@@ -144,9 +211,9 @@ def plan_organ_injury(
                 e,
                 rng,
                 target=target,
-                length=float(rng.uniform(20.0, 30.0) if kidney else rng.uniform(30.0, 50.0)),
+                length=float(rng.uniform(*shape.laceration_depth)),
                 half_height=float(rng.uniform(10.0, 18.0)),
-                hu=float(rng.uniform(20.0, 30.0)),
+                hu=below_parenchyma(float(rng.uniform(20.0, 30.0)), parenchyma),
                 radius=(0.3, 0.6),
                 center=center + rng.normal(0.0, 0.25 * radius, 3),
             )
@@ -162,31 +229,103 @@ def plan_organ_injury(
             1.4 * radius,
             min(e.half_axes),
             float(rng.uniform(10.0, 16.0)),
-            float(rng.uniform(50.0, 60.0)),
+            below_parenchyma(float(rng.uniform(*CLOT_HU)), parenchyma),
         )
     )
     return lesions, center
 
 
+def _parenchyma_hu(anat: Anatomy, kind: str) -> float:
+    """Enhanced parenchyma HU of an organ kind in the anatomy's phase."""
+    return {"liver": anat.liver_hu, "spleen": anat.spleen_hu}.get(kind, anat.kidney_cortex_hu)
+
+
+def _surface_point(
+    anat: Anatomy, organ: str, e: Ellipsoid, rng: np.random.Generator, depth: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A point of the organ's outer surface on ``e`` and the outward normal there.
+
+    The point is on the organ's real surface (not inside another liver lobe or at a hilum):
+    ``depth`` mm inwards is organ, 2 mm outwards is not.
+    """
+    r = e.rotation
+    inverse_square = np.diag(1.0 / np.asarray(e.half_axes) ** 2)
+    fallback = None
+    steps = 0.5 * np.arange(13)[:, None]  # the parenchyma may start inside ``e`` (kidney)
+    for _ in range(400):
+        point = e.point(random_direction(rng))
+        normal = r @ inverse_square @ r.T @ (point - np.asarray(e.center))
+        normal /= np.linalg.norm(normal)
+        ray = point - steps * normal
+        hits = np.flatnonzero(organ_contains(anat, organ, ray[:, 0], ray[:, 1], ray[:, 2]))
+        if not len(hits):
+            continue
+        point = ray[hits[0]]
+        probes = np.stack([point - 1.0 * normal, point - depth * normal, point + 2.0 * normal])
+        inside = organ_contains(anat, organ, probes[:, 0], probes[:, 1], probes[:, 2])
+        if inside[0] and inside[1] and not inside[2]:
+            return point, normal
+        if fallback is None and inside[0]:
+            fallback = (point, normal)
+    if fallback is not None:
+        return fallback
+    point = e.point(np.array([1.0, 0.0, 0.0]))
+    return point, (point - np.asarray(e.center)) / np.linalg.norm(point - np.asarray(e.center))
+
+
+def _laceration(
+    anat: Anatomy,
+    organ: str,
+    e: Ellipsoid,
+    rng: np.random.Generator,
+    *,
+    target: int,
+    depth: float,
+    hu: float,
+) -> Cleft:
+    """A laceration from the capsule ``depth`` mm into the organ, along the surface normal."""
+    point, normal = _surface_point(anat, organ, e, rng, depth)
+    up = np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.25, 3)
+    up -= (up @ normal) * normal
+    up /= np.linalg.norm(up)
+    basis = np.stack([normal, np.cross(up, normal), up])
+    return Cleft(
+        organs=ORGAN_TARGET_CODES[organ],
+        target=target,
+        center=point - 0.5 * depth * normal,
+        basis=basis,
+        length=depth,
+        half_width=float(rng.uniform(1.5, 3.0)),
+        half_height=float(np.clip(rng.uniform(0.4, 0.7) * depth, 4.0, 14.0)),
+        wobble=(
+            float(rng.uniform(0.3, 1.0)),
+            float(rng.uniform(0.15, 0.35)),
+            float(rng.uniform(0, 2 * np.pi)),
+        ),
+        hu=hu,
+    )
+
+
 def _shatter_radius(
     anat: Anatomy,
     organ: str,
+    e: Ellipsoid,
     center: np.ndarray,
     lobes: tuple[Lobe, ...],
     fraction: float,
     rng: np.random.Generator,
 ) -> float:
-    """Radius (mm) of a lobulated ball at ``center`` covering ``fraction`` of the organ.
+    """Radius (mm) of a lobulated ball at ``center`` covering ``fraction`` of the organ
+    within its host ellipsoid ``e`` (for the liver: of the injured lobe).
 
     Monte Carlo over points of the organ, then bisection on the radius.
     """
-    shapes = anat.liver if organ == "liver" else (_organ_ellipsoid(anat, organ, 2, rng),)
-    lo = np.min([np.asarray(e.center) - e.extent() for e in shapes], axis=0)
-    hi = np.max([np.asarray(e.center) + e.extent() for e in shapes], axis=0)
-    points = rng.uniform(lo, hi, size=(8000, 3))
-    points = points[organ_contains(anat, organ, points[:, 0], points[:, 1], points[:, 2])]
+    extent = e.extent()
+    points = rng.uniform(np.asarray(e.center) - extent, np.asarray(e.center) + extent, (8000, 3))
+    x, y, z = points.T
+    points = points[organ_contains(anat, organ, x, y, z) & (ellipsoid_s(e, x, y, z) <= 1.0)]
     if len(points) == 0:
-        return float(np.mean(shapes[0].half_axes))
+        return float(np.mean(e.half_axes))
 
     def covered(radius: float) -> float:
         ball = Ellipsoid(tuple(center), (radius, radius, radius), lobes=lobes)

@@ -210,7 +210,26 @@ def _paint_spleen(canvas: Canvas, anat: Anatomy) -> None:
         ellipsoid_s(anat.spleen_hilum, x, y, z) > 1.0
     )
     spleen &= in_cavity(anat, x, y, z) & below_diaphragm(anat, x, y, z)
-    canvas.paint(box, spleen, anat.spleen_hu, SPLEEN)
+    hu: float | np.ndarray = anat.spleen_hu
+    if anat.phase == "arterial":
+        hu = anat.spleen_hu + spleen_bands(anat, x, y, z)
+    canvas.paint(box, spleen, hu, SPLEEN)
+
+
+def spleen_bands(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """HU offsets of the arterial-phase spleen: alternating bright and dark arciform bands.
+
+    The bands run around the spleen's long axis and bend with the distance from it, a
+    pattern of zero mean and amplitude ``anat.spleen_bands[0]``.
+    """
+    amplitude, count, bend, phase = anat.spleen_bands
+    e = anat.spleen
+    r = e.rotation
+    d = (x - e.center[0], y - e.center[1], z - e.center[2])
+    u = (r[0, 0] * d[0] + r[1, 0] * d[1] + r[2, 0] * d[2]) / e.half_axes[0]
+    v = (r[0, 1] * d[0] + r[1, 1] * d[1] + r[2, 1] * d[2]) / e.half_axes[1]
+    angle = np.arctan2(v, u) + bend * np.sqrt(u * u + v * v)
+    return (amplitude * np.cos(count * angle + phase)).astype(np.float32)
 
 
 def _paint_kidneys(canvas: Canvas, anat: Anatomy) -> None:
