@@ -86,7 +86,6 @@ class Anatomy:
             :data:`~ctvoco.synth.phases.PHASE_HU`, shared by its phases.
         spleen_bands: Arciform bands of the arterial-phase spleen: ``(amplitude HU, band
             count, bend, phase)``.
-        adiposity: Factor on the subcutaneous fat thickness (body habitus).
     """
 
     seed: int
@@ -134,7 +133,6 @@ class Anatomy:
     phase: Phase
     tissue_quantiles: tuple[float, ...]
     spleen_bands: tuple[float, int, float, float]
-    adiposity: float
 
     def in_phase(self, phase: Phase) -> Anatomy:
         """The same patient with the tissue HU of another contrast phase."""
@@ -214,14 +212,12 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
         l1_top_z=skel.l1_top,
         ribs=skel.ribs,
         iliac_crest_z=skel.iliac_crest,
-        **_draw_enhancement(rng, body.adiposity),
+        **_draw_enhancement(rng),
     )
 
 
-def _draw_enhancement(rng: np.random.Generator, adiposity: float) -> dict[str, Any]:
-    """Tissue quantiles, the portal venous HU at them and the spleen's arterial bands
-    (with the body's ``adiposity``, the fields of Anatomy that vary with the patient's
-    physiology)."""
+def _draw_enhancement(rng: np.random.Generator) -> dict[str, Any]:
+    """Tissue quantiles, the portal venous HU at them and the spleen's arterial bands."""
     quantiles = tissue_quantiles(rng)
     bands = (
         float(rng.uniform(*SPLEEN_BAND_HU)),
@@ -233,7 +229,6 @@ def _draw_enhancement(rng: np.random.Generator, adiposity: float) -> dict[str, A
         "phase": "portal_venous",
         "tissue_quantiles": quantiles,
         "spleen_bands": bands,
-        "adiposity": adiposity,
         **_hu_fields(phase_hu("portal_venous", quantiles)),
     }
 

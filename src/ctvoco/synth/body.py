@@ -60,7 +60,6 @@ class Body:
         width_profile: Width factors at :data:`PROFILE_Z`.
         belly_profile: Anterior depth factors at :data:`PROFILE_Z`.
         fat: Subcutaneous fat ``(lateral, anterior, posterior)``.
-        adiposity: Factor on the fat thickness (a lean patient below 1, an obese one above).
         muscle: Abdominal wall muscle ``(lateral, anterior, posterior)``.
         table_y: Top surface of the CT table at the midline.
         table_curvature: The table top rises by ``curvature * x**2`` towards its edges.
@@ -76,7 +75,6 @@ class Body:
     width_profile: tuple[float, ...]
     belly_profile: tuple[float, ...]
     fat: Vec3
-    adiposity: float
     muscle: Vec3
     table_y: float
     table_curvature: float
@@ -167,7 +165,6 @@ def draw_body(rng: np.random.Generator) -> Body:
         width_profile=width_profile,
         belly_profile=belly_profile,
         fat=fat,
-        adiposity=adiposity,
         muscle=muscle,
         table_y=table_y,
         table_curvature=table_curvature,

@@ -148,10 +148,10 @@ def _low_grade(
 ) -> tuple[list[Cleft | Shatter | Hematoma | Blob], np.ndarray]:
     """Lacerations from the capsule and, for half of them, a subcapsular hematoma."""
     kind = organ_kind(organ)
-    target, codes = INJURY_CODES[kind], ORGAN_TARGET_CODES[organ]
+    target = INJURY_CODES[kind]
     parenchyma = _parenchyma_hu(anat, kind)
     lesions: list[Cleft | Shatter | Hematoma | Blob] = []
-    for _ in range(int(rng.integers(shape.lacerations[0], shape.lacerations[1] + 1))):
+    for _ in range(_count(shape, rng)):
         assert shape.laceration_depth is not None
         lesions.append(
             _laceration(
@@ -166,19 +166,8 @@ def _low_grade(
         )
     if shape.subcapsular_share is not None and (not lesions or rng.random() < 0.5):
         point, _ = _surface_point(anat, organ, e, rng, depth=2.0)
-        share = float(rng.uniform(*shape.subcapsular_share))
-        lesions.append(
-            Hematoma(
-                organ,
-                codes,
-                target,
-                point,
-                cap_radius(share, e.half_axes),
-                min(e.half_axes),
-                float(rng.uniform(4.0, 8.0)),
-                below_parenchyma(float(rng.uniform(*CLOT_HU)), parenchyma),
-            )
-        )
+        radius = cap_radius(float(rng.uniform(*shape.subcapsular_share)), e.half_axes)
+        lesions.append(_hematoma(anat, organ, e, point, radius, (4.0, 8.0), rng))
     first = lesions[0]
     assert isinstance(first, Cleft | Hematoma)
     return lesions, np.asarray(first.center, dtype=float)
@@ -203,7 +192,7 @@ def _high_grade(
     )
     shatter_hu = below_parenchyma(float(rng.uniform(38.0, 48.0)), parenchyma)
     lesions.append(Shatter(codes, target, center, radius, lobes, texture, shatter_hu))
-    for _ in range(int(rng.integers(shape.lacerations[0], shape.lacerations[1] + 1))):
+    for _ in range(_count(shape, rng)):
         lesions.append(
             _make_cleft(
                 anat,
@@ -220,19 +209,37 @@ def _high_grade(
         )
     local = np.asarray(e.rotation.T @ (center - np.asarray(e.center))) / np.asarray(e.half_axes)
     surface = e.point(local / max(np.linalg.norm(local), 1e-6))
-    lesions.append(
-        Hematoma(
-            organ,
-            codes,
-            target,
-            surface,
-            1.4 * radius,
-            min(e.half_axes),
-            float(rng.uniform(10.0, 16.0)),
-            below_parenchyma(float(rng.uniform(*CLOT_HU)), parenchyma),
-        )
-    )
+    lesions.append(_hematoma(anat, organ, e, surface, 1.4 * radius, (10.0, 16.0), rng))
     return lesions, center
+
+
+def _count(shape: GradeShape, rng: np.random.Generator) -> int:
+    """A number of lacerations in the grade's inclusive range."""
+    return int(rng.integers(shape.lacerations[0], shape.lacerations[1] + 1))
+
+
+def _hematoma(
+    anat: Anatomy,
+    organ: str,
+    e: Ellipsoid,
+    center: np.ndarray,
+    radius: float,
+    thickness: tuple[float, float],
+    rng: np.random.Generator,
+) -> Hematoma:
+    """A clot crescent of ``radius`` mm around a surface point of ``organ`` (hosted by
+    ``e``), its thickness drawn from ``thickness`` (mm), kept darker than the parenchyma."""
+    kind = organ_kind(organ)
+    return Hematoma(
+        organ,
+        ORGAN_TARGET_CODES[organ],
+        INJURY_CODES[kind],
+        center,
+        radius,
+        min(e.half_axes),
+        float(rng.uniform(*thickness)),
+        below_parenchyma(float(rng.uniform(*CLOT_HU)), _parenchyma_hu(anat, kind)),
+    )
 
 
 def _parenchyma_hu(anat: Anatomy, kind: str) -> float:

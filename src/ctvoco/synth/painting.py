@@ -16,7 +16,7 @@ from ctvoco.synth.regions import (
     in_cavity,
     kidney_sinus,
 )
-from ctvoco.synth.shapes import Ellipsoid, ellipsoid_s
+from ctvoco.synth.shapes import Ellipsoid, ellipsoid_s, local_coords
 from ctvoco.synth.tissues import (
     AIR_HU,
     AORTA,
@@ -219,15 +219,11 @@ def _paint_spleen(canvas: Canvas, anat: Anatomy) -> None:
 def spleen_bands(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """HU offsets of the arterial-phase spleen: alternating bright and dark arciform bands.
 
-    The bands run around the spleen's long axis and bend with the distance from it, a
-    pattern of zero mean and amplitude ``anat.spleen_bands[0]``.
+    The bands fan out around the spleen's third local axis and bend with the distance from
+    it, a pattern of zero mean and amplitude ``anat.spleen_bands[0]``.
     """
     amplitude, count, bend, phase = anat.spleen_bands
-    e = anat.spleen
-    r = e.rotation
-    d = (x - e.center[0], y - e.center[1], z - e.center[2])
-    u = (r[0, 0] * d[0] + r[1, 0] * d[1] + r[2, 0] * d[2]) / e.half_axes[0]
-    v = (r[0, 1] * d[0] + r[1, 1] * d[1] + r[2, 1] * d[2]) / e.half_axes[1]
+    u, v, _ = local_coords(anat.spleen, x, y, z)
     angle = np.arctan2(v, u) + bend * np.sqrt(u * u + v * v)
     return (amplitude * np.cos(count * angle + phase)).astype(np.float32)
 
