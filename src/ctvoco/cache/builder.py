@@ -42,8 +42,16 @@ from rich.table import Table
 from ctvoco.cache.volume_cache import CacheWriteError, VolumeCache, cache_write_error
 from ctvoco.cache.workers import init_worker, worker_context
 from ctvoco.errors import DataError, UserError
+from ctvoco.io.masks import align_mask, read_mask
 from ctvoco.io.series import SeriesSource
-from ctvoco.preprocessing.pipeline import PreprocessConfig, load_volume, preprocess_volume
+from ctvoco.io.volume import CTVolume
+from ctvoco.preprocessing.masks import preprocess_mask
+from ctvoco.preprocessing.pipeline import (
+    PreprocessConfig,
+    PreprocessResult,
+    load_volume,
+    preprocess_volume,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,10 @@ class BuildSummary:
     """Series this run found finished by a run working on the same cache meanwhile."""
     failed: list[dict[str, Any]] = field(default_factory=list)
     """Records of the series that failed, in this run or in another one meanwhile."""
+    masks: int = 0
+    """Organ masks cached with their series."""
+    mask_failures: list[dict[str, Any]] = field(default_factory=list)
+    """Records of series whose segmentation could not be used (the series itself is ok)."""
     seconds: float = 0.0
 
     @property
@@ -96,11 +108,13 @@ def select_shard(sources: Sequence[SeriesSource], shard: tuple[int, int]) -> lis
 def process_series(
     source: SeriesSource, config: PreprocessConfig, cache_root: str
 ) -> dict[str, Any]:
-    """Read, preprocess and store one series; return its manifest record.
+    """Read, preprocess and store one series (and its organ mask); return its manifest record.
 
     Any error of the series itself (bad data, an unreadable file, a bug met on this
     series) is recorded as ``status="failed"`` with the error; only a cache that cannot
-    be written raises, because every other series would fail the same way.
+    be written raises, because every other series would fail the same way. A mask that
+    cannot be used leaves the series usable: its record says ``mask="failed"`` and the reason
+    is among the warnings.
 
     Raises:
         CacheWriteError: Writing the array to the cache failed (disk full, read-only, ...).
@@ -116,6 +130,8 @@ def process_series(
         "shape": "x".join(str(s) for s in config.output_shape),
         "error": "",
         "warnings": "",
+        "mask": "",
+        "mask_source": source.mask,
     }
     try:
         if source.error:
@@ -126,12 +142,15 @@ def process_series(
             cache.write(source.key, result.array)
         except OSError as exc:
             raise cache_write_error(cache.root, exc) from exc
+        warnings = list(result.warnings)
+        if source.mask:
+            record["mask"] = _store_mask(cache, source, volume, result, config, warnings)
         record.update(
             status="ok",
             original_shape="x".join(str(s) for s in volume.shape),
             spacing=",".join(f"{s:g}" for s in volume.spacing),
             crop_box=str(result.crop_box),
-            warnings=" | ".join(result.warnings),
+            warnings=" | ".join(warnings),
         )
         if volume.instance_numbers is not None:
             # InstanceNumber of every source slice in array order, for image-level labels
@@ -146,6 +165,38 @@ def process_series(
         _failed(record, f"{source.source}: unexpected {type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - start, 4)
     return record
+
+
+def _store_mask(
+    cache: VolumeCache,
+    source: SeriesSource,
+    volume: CTVolume,
+    result: PreprocessResult,
+    config: PreprocessConfig,
+    warnings: list[str],
+) -> str:
+    """Read the series' mask, take it through the series' geometry and cache it.
+
+    Returns:
+        ``"ok"``, or ``"failed"`` with the reason appended to ``warnings``.
+
+    Raises:
+        CacheWriteError: The mask cannot be written to the cache.
+    """
+    try:
+        labels, mask_warnings = align_mask(read_mask(source.mask), volume)
+    except DataError as exc:
+        warnings.append(f"segmentation not used: {exc}")
+        return "failed"
+    warnings.extend(mask_warnings)
+    cached = preprocess_mask(
+        labels, result.crop_box, volume.spacing, config.shape, config.target_spacing
+    )
+    try:
+        cache.write_mask(source.key, cached)
+    except OSError as exc:
+        raise cache_write_error(cache.root, exc) from exc
+    return "ok"
 
 
 def _failed(record: dict[str, Any], error: str) -> None:
@@ -278,6 +329,11 @@ def _is_done(
     if record is None:
         return False
     if record.get("status") == "ok":
+        if source.mask and (
+            record.get("mask_source") != source.mask
+            or (record.get("mask") == "ok" and not cache.mask_path(source.key).exists())
+        ):
+            return False  # a segmentation added, moved or lost since: process it again
         return cache.volume_path(source.key).exists()
     return not retry_failed
 
@@ -314,6 +370,10 @@ def _count(
             summary.by_other_run += 1
         if record.get("status") != "ok":
             summary.failed.append(record)
+        elif record.get("mask") == "ok":
+            summary.masks += 1
+        elif record.get("mask") == "failed":
+            summary.mask_failures.append(record)
         advance()
     return held
 
@@ -421,6 +481,18 @@ def _print_summary(console: Console, summary: BuildSummary, cache: VolumeCache) 
             f"({rate:.2f} series/s); manifest: {cache.manifest_path}"
         )
     )
+    if summary.masks or summary.mask_failures:
+        console.print(
+            f"organ masks: {summary.masks} cached in {cache.masks_dir}"
+            + (f", {len(summary.mask_failures)} not usable:" if summary.mask_failures else ""),
+            markup=False,
+            highlight=False,
+        )
+        for record in summary.mask_failures[:20]:
+            reason = next(
+                (w for w in str(record["warnings"]).split(" | ") if "segmentation" in w), ""
+            )
+            console.print(f"  {record['key']}: {reason}", markup=False, highlight=False)
     if summary.failed:
         table = Table(title=f"{len(summary.failed)} failed series (see manifest.csv)")
         table.add_column("key")

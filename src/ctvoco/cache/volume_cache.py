@@ -4,6 +4,8 @@ Layout of a cache directory::
 
     cache.json             the preprocessing variant (fingerprint) every array was made with
     volumes/<key>.npy      uint8 arrays, C-contiguous, loadable with mmap
+    masks/<key>.npy        uint8 organ labels on the voxels of volumes/<key>.npy, for the
+                           series that have a segmentation (RSNA's ``segmentations/``)
     records/<key>.json     one record per processed series (status ok or failed)
     locks/<key>.lock       empty lock files: who is processing a series right now
     manifest.csv           all records as one table, rebuilt at the end of every run
@@ -50,8 +52,11 @@ MANIFEST_COLUMNS = (
     "crop_box",
     "windows",
     "shape",
+    "mask",
     "seconds",
 )
+"""The manifest's columns. ``mask`` is ``ok`` (cached), ``failed`` (the reason is among the
+warnings) or empty (the series has no segmentation)."""
 
 
 class CacheWriteError(UserError):
@@ -86,6 +91,11 @@ class VolumeCache:
         return self.root / "volumes"
 
     @property
+    def masks_dir(self) -> Path:
+        """``<root>/masks``."""
+        return self.root / "masks"
+
+    @property
     def records_dir(self) -> Path:
         """``<root>/records``."""
         return self.root / "records"
@@ -108,6 +118,10 @@ class VolumeCache:
     def volume_path(self, key: str) -> Path:
         """Where the array of ``key`` lives."""
         return self.volumes_dir / f"{check_key(key)}.npy"
+
+    def mask_path(self, key: str) -> Path:
+        """Where the organ mask of ``key`` lives."""
+        return self.masks_dir / f"{check_key(key)}.npy"
 
     def record_path(self, key: str) -> Path:
         """Where the record of ``key`` lives."""
@@ -222,6 +236,37 @@ class VolumeCache:
             np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
         return path
 
+    def has_mask(self, key: str) -> bool:
+        """True when ``key`` is cached with its organ mask."""
+        record = self.record(key) or {}
+        return (
+            record.get("status") == "ok"
+            and record.get("mask") == "ok"
+            and self.volume_path(key).exists()
+            and self.mask_path(key).exists()
+        )
+
+    def load_mask(self, key: str, mmap: bool = True) -> np.ndarray:
+        """The cached organ mask of ``key``, memory-mapped read-only by default."""
+        path = self.mask_path(key)
+        if not path.exists():
+            raise DataError(f"{path}: no organ mask cached for {key}")
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def write_mask(self, key: str, labels: np.ndarray) -> Path:
+        """Store the organ mask of ``key`` atomically."""
+        path = self.mask_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(labels, dtype=np.uint8), allow_pickle=False)
+        return path
+
+    def mask_keys(self) -> list[str]:
+        """Keys cached with their organ mask."""
+        frame = self.manifest()
+        keys = frame.loc[(frame["status"] == "ok") & (frame["mask"] == "ok"), "key"].astype(str)
+        return [k for k in keys if self.volume_path(k).exists() and self.mask_path(k).exists()]
+
     # -- records and manifest -----------------------------------------------------------
     def record(self, key: str) -> dict[str, Any] | None:
         """The record of ``key``, or ``None``."""
@@ -257,13 +302,16 @@ class VolumeCache:
 
         frame = None
         if self.manifest_path.exists():
-            text = dict.fromkeys(("key", "patient_id", "series_id", "error", "warnings"), str)
+            text = dict.fromkeys(
+                ("key", "patient_id", "series_id", "error", "warnings", "mask"), str
+            )
             frame = pd.read_csv(self.manifest_path, dtype=text, keep_default_na=False)
-            if len(frame) != len(list(self.records_dir.glob("*.json"))):
+            stale = len(frame) != len(list(self.records_dir.glob("*.json")))
+            if stale or "mask" not in frame.columns:  # a manifest written before masks
                 frame = None
         if frame is None:
             frame = self.rebuild_manifest()
-        for column in ("error", "warnings"):
+        for column in ("error", "warnings", "mask"):
             frame[column] = frame[column].fillna("").astype(str)
         return frame
 
@@ -278,7 +326,7 @@ class VolumeCache:
         """Delete temporary files left by killed runs of this host (live writers are kept)."""
         removed = []
         host = socket.gethostname()
-        for folder in (self.root, self.volumes_dir, self.records_dir):
+        for folder in (self.root, self.volumes_dir, self.masks_dir, self.records_dir):
             if not folder.exists():
                 continue
             for path in folder.glob(f"*{TMP_MARK}*"):

@@ -29,7 +29,13 @@ PROGRAM_KEY_TYPES: dict[str, dict[str, Any]] = {
         "preprocess_workers": int,
         "tta": bool | None,
     },
-    "synth": {"n_patients": int, "n_test": int, "n_flare": int, "second_series_fraction": float},
+    "synth": {
+        "n_patients": int,
+        "n_test": int,
+        "n_flare": int,
+        "second_series_fraction": float,
+        "segmented_fraction": float,
+    },
     "pretrain": {"export_backbone": bool},
 }
 """The types of the top-level keys each program reads itself (no ``_target_`` declares them)."""

@@ -28,6 +28,7 @@ def main(cfg: DictConfig) -> None:
         spacing=tuple(cfg.spacing) if cfg.spacing is not None else None,
         fov_mm=tuple(cfg.fov_mm),
         second_series_fraction=float(cfg.second_series_fraction),
+        segmented_fraction=float(cfg.segmented_fraction),
         prevalence=prevalence_option(cfg.get("prevalence")),
     )
     print(f"RSNA layout:  {cohort.rsna_root}   (data=rsna data.root={cohort.rsna_root})")

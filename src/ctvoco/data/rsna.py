@@ -6,6 +6,7 @@
     <root>/train_series_meta.csv            patient_id, series_id, aortic_hu, incomplete_organ
     <root>/train_images/<patient_id>/<series_id>/<instance>.dcm
     <root>/test_images/<patient_id>/<series_id>/<instance>.dcm
+    <root>/segmentations/<series_id>.nii     organ masks of some training series
 
 Patient and series ids are integers; they are validated before they become paths or keys.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ctvoco.errors import DataError, UserError, look_up_option
+from ctvoco.io.masks import MASK_SUFFIXES
 from ctvoco.io.series import SeriesSource
 from ctvoco.labels import LABEL_COLUMNS, PREDICTION_COLUMNS, TARGETS, target_columns
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 RSNA_URL = "https://www.kaggle.com/competitions/rsna-2023-abdominal-trauma-detection/data"
 SPLITS = ("train", "test")
+SEGMENTATIONS = "segmentations"
+"""The folder of RSNA's organ masks, ``<series_id>.nii``, beside ``train_images``."""
 
 
 def is_id(text: str) -> bool:
@@ -144,7 +148,8 @@ def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[Seri
     Non-integer folder names are reported and skipped; hidden entries are ignored. A patient
     folder that cannot be listed (no permission, I/O error) becomes one source keyed
     ``<patient_id>`` that fails with the reason, so its series are recorded as failed and
-    every other patient is still processed.
+    every other patient is still processed. A series with an organ mask in
+    ``<root>/segmentations`` gets it as its ``mask``.
 
     Raises:
         UserError: The images folder itself cannot be listed.
@@ -167,7 +172,39 @@ def rsna_series(root: str | os.PathLike[str], split: str = "train") -> list[Seri
             len(skipped),
             ", ".join(str(p.relative_to(folder)) for p in skipped[:5]),
         )
-    return sources
+    return with_masks(Path(root) / SEGMENTATIONS, sources, report_unmatched=split == "train")
+
+
+def with_masks(
+    folder: Path, sources: list[SeriesSource], *, report_unmatched: bool = True
+) -> list[SeriesSource]:
+    """``sources`` with the organ mask ``<folder>/<series_id>.nii[.gz]`` of each series that has one.
+
+    Args:
+        folder: RSNA's ``segmentations`` folder (absent: no masks).
+        sources: The series.
+        report_unmatched: Log the mask files whose series is not among ``sources``.
+    """
+    if not folder.is_dir():
+        return sources
+    masks: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        stem = next((path.name[: -len(x)] for x in MASK_SUFFIXES if path.name.endswith(x)), "")
+        if is_id(stem) and path.is_file():
+            masks.setdefault(str(int(stem)), path)
+    out = [
+        replace(s, mask=str(masks[s.series_id])) if s.series_id in masks and not s.error else s
+        for s in sources
+    ]
+    unmatched = sorted(set(masks) - {s.series_id for s in sources})
+    if unmatched and report_unmatched:
+        log.warning(
+            "%s: %d segmentation(s) of series not found in the images: %s",
+            folder,
+            len(unmatched),
+            ", ".join(masks[k].name for k in unmatched[:5]),
+        )
+    return out
 
 
 def _unreadable_patient(patient_dir: Path, exc: OSError) -> SeriesSource:

@@ -1,9 +1,11 @@
-"""Read NIfTI CT volumes (FLARE23) into canonical :class:`~ctvoco.io.volume.CTVolume`."""
+"""Read NIfTI CT volumes (FLARE23) into canonical :class:`~ctvoco.io.volume.CTVolume`, and
+write canonical arrays as NIfTI."""
 
 from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -47,6 +49,44 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
             affine, or holds values that cannot be HU.
     """
     path = Path(path)
+    image = read_canonical(path)
+    hu = image.array if image.array.dtype == np.int16 else image.array.astype(np.float32)
+    check_hounsfield(hu, str(path), "the file's values (or its scl_slope/scl_inter) are not HU")
+    return CTVolume(
+        hu=hu,
+        spacing=image.spacing,
+        positions=image.positions,
+        series_id=nifti_case_id(path),
+        source=str(path),
+        warnings=image.warnings,
+    )
+
+
+@dataclass
+class CanonicalImage:
+    """The voxels of a NIfTI file in canonical orientation, before any check of their values.
+
+    Attributes:
+        array: ``(D, H, W)`` canonical array, the file's dtype after scaling.
+        spacing: ``(z, y, x)`` voxel size in mm.
+        positions: ``(D,)`` patient z (LPS, mm) of each slice, decreasing.
+        warnings: Problems that did not stop reading (an oblique affine).
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    positions: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_canonical(path: str | os.PathLike[str]) -> CanonicalImage:
+    """Read one 3D NIfTI image and reorient it by its affine (see :func:`read_nifti`).
+
+    Raises:
+        DataError: The file is missing, unreadable, not one 3D volume or has a degenerate
+            affine.
+    """
+    path = Path(path)
     try:
         if path.name.endswith(".gz"):
             # Decompress fully so the gzip CRC is verified (nibabel stops at the last voxel).
@@ -64,24 +104,15 @@ def read_nifti(path: str | os.PathLike[str]) -> CTVolume:
         raise DataError(f"{path}: the affine is degenerate:\n{affine}")
     directions = (linear / spacing).T  # row a = LPS direction of voxel axis a
     try:
-        hu, canonical_spacing = to_canonical(data, directions, tuple(spacing))
+        array, canonical_spacing = to_canonical(data, directions, tuple(spacing))
     except ValueError as exc:
         raise DataError(f"{path}: {exc}") from exc
-    if hu.dtype != np.int16:
-        hu = hu.astype(np.float32)
-    check_hounsfield(hu, str(path), "the file's values (or its scl_slope/scl_inter) are not HU")
     origin_z = float((RAS_TO_LPS @ affine[:3, 3])[2])
     warnings = []
     if np.abs(directions).max(axis=1).min() < 0.99:
         warnings.append(f"{path}: oblique affine; axes were matched to the nearest canonical axis")
-    return CTVolume(
-        hu=hu,
-        spacing=canonical_spacing,
-        positions=_slice_positions(linear, affine, data.shape, hu.shape[0], origin_z),
-        series_id=nifti_case_id(path),
-        source=str(path),
-        warnings=warnings,
-    )
+    positions = _slice_positions(linear, affine, data.shape, array.shape[0], origin_z)
+    return CanonicalImage(array, canonical_spacing, positions, warnings)
 
 
 def _as_3d(path: Path, data: np.ndarray) -> np.ndarray:

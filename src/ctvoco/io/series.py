@@ -37,6 +37,7 @@ class SeriesSource:
 
     ``error`` marks a source found unusable while discovering the data set (e.g. a patient
     folder that cannot be listed): it is recorded as failed with this message, unread.
+    ``mask`` is the series' organ segmentation (a NIfTI file), when it has one.
 
     Raises:
         DataError: ``key`` is not a valid cache key (:func:`check_key`).
@@ -47,6 +48,7 @@ class SeriesSource:
     patient_id: str = ""
     series_id: str = ""
     error: str = ""
+    mask: str = ""
 
     def __post_init__(self) -> None:
         check_key(self.key)

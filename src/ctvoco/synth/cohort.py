@@ -6,6 +6,7 @@
     <root>/rsna/train.csv                                       one-hot labels per patient
     <root>/rsna/train_series_meta.csv                           patient_id, series_id, ...
     <root>/rsna/image_level_labels.csv                          images of bowel injury, bleeding
+    <root>/rsna/segmentations/<series_id>.nii                   organ masks of some series
     <root>/rsna/test_images/...  and  test_labels.csv           held-out patients (optional)
     <root>/flare/imagesTr/FLARE23_XXXX_0000.nii.gz              int16 HU, varied affines
     <root>/cohort.json                                          the parameters it was made with
@@ -14,7 +15,9 @@ The FLARE volumes are stored along varying axis directions (:data:`FLARE_STORAGE
 flipped, permuted; never plain RAS), with affines that place the body near 0 mm in-plane,
 so reading them back exercises the reorientation of :func:`~ctvoco.io.read_nifti`. The
 DICOM series use axial ``ImageOrientationPatient`` ``[1, 0, 0, 0, 1, 0]``, positions centred
-on the scanner isocentre, and instance numbers (file names) shuffled.
+on the scanner isocentre, and instance numbers (file names) shuffled. A share of the
+training series (``segmented_fraction``) get an organ mask in RSNA's format
+(:mod:`ctvoco.synth.annotations`).
 
 Everything is deterministic for a seed, down to the bytes of every file (UIDs included);
 calling it again with the same parameters reuses the existing cohort.
@@ -38,9 +41,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ctvoco.errors import UserError
 from ctvoco.io.atomic import write_text_atomic
 from ctvoco.io.nifti import write_nifti
-from ctvoco.io.volume import CANONICAL_DIRECTIONS, canonical_transform
 from ctvoco.labels import LABEL_COLUMNS, TARGETS
 from ctvoco.synth.anatomy import draw_anatomy
+from ctvoco.synth.annotations import (
+    image_level_rows,
+    segmented,
+    write_image_level_labels,
+    write_segmentation,
+)
 from ctvoco.synth.dicom_writer import SeriesTags, new_uid, write_dicom_series
 from ctvoco.synth.labels import (
     DEFAULT_PREVALENCE,
@@ -50,11 +58,10 @@ from ctvoco.synth.labels import (
     draw_injury_labels,
 )
 from ctvoco.synth.phases import series_phases
+from ctvoco.synth.placement import Vec3, first_voxel_lps, stored_origin
 from ctvoco.synth.render import render_volume
 
-Vec3 = tuple[float, float, float]
-
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 FLARE_SPACING_JITTER = (0.25, 0.1)
 """Relative jitter of FLARE z and in-plane spacing between cases (anisotropic, varying)."""
 
@@ -91,6 +98,8 @@ class CohortSpec:
         fov_mm: Field of view ``(z, y, x)`` in mm used when ``spacing`` is not given; the
             default covers the phantom from above the liver dome to the bladder.
         second_series_fraction: Share of patients with a second series (other z range).
+        segmented_fraction: Share of training series with an organ mask in
+            ``segmentations/`` (RSNA ships them for about 4 % of its series).
         prevalence: Class probabilities per target (default: the phantom's defaults).
     """
 
@@ -102,6 +111,7 @@ class CohortSpec:
     spacing: tuple[float, float, float] | None = None
     fov_mm: tuple[float, float, float] = (400.0, 352.0, 352.0)
     second_series_fraction: float = 0.25
+    segmented_fraction: float = 0.25
     prevalence: Mapping[str, Sequence[float]] | None = None
 
     def __post_init__(self) -> None:
@@ -206,7 +216,7 @@ def make_synthetic_cohort(
             bar.advance(task)
     frame = pd.DataFrame(rows)
     _write_tables(root / "rsna", frame, pd.DataFrame(series_rows))
-    _write_image_level_labels(root / "rsna", frame, image_rows)
+    write_image_level_labels(root / "rsna", frame, image_rows)
     write_text_atomic(marker, json.dumps(cohort_spec.as_json(), indent=2, sort_keys=True))
     if progress:
         # The path is printed as it is: brackets in it are not markup.
@@ -287,14 +297,15 @@ def _write_patient(
             study_uid=study_uid,
             series_number=s + 1,
         )
+        corner = first_voxel_lps(spec.shape, spec.voxel_spacing, z_offset)
         paths = write_dicom_series(
-            phantom.hu,
-            folder,
-            spec.voxel_spacing,
-            tags,
-            origin=first_voxel_lps(spec.shape, spec.voxel_spacing, z_offset),
-            shuffle_names=rng,
+            phantom.hu, folder, spec.voxel_spacing, tags, origin=corner, shuffle_names=rng
         )
+        storage = segmented(spec.seed, patient_id, series_id, spec.segmented_fraction)
+        if split == "train" and storage is not None:
+            write_segmentation(
+                rsna_root, series_id, phantom.organs, spec.voxel_spacing, corner, storage
+            )
         shown += image_level_rows(
             patient_id, series_id, phantom.injuries, [int(p.stem) for p in paths]
         )
@@ -314,37 +325,6 @@ def _write_patient(
         for t, c in zip(TARGETS, labels.as_classes(), strict=True)
     ]
     return rows, InjuryLabels(*classes), shown
-
-
-IMAGE_LEVEL_INJURIES = (("bowel", "Bowel"), ("extravasation", "Active_Extravasation"))
-"""Targets with image-level labels and their ``injury_name`` in ``image_level_labels.csv``."""
-
-
-def image_level_rows(
-    patient_id: int, series_id: int, injuries: np.ndarray, instance_numbers: Sequence[int]
-) -> list[dict[str, Any]]:
-    """One ``image_level_labels.csv`` row per slice on which a bowel or extravasation lesion
-    was drawn.
-
-    Args:
-        patient_id: The patient.
-        series_id: The series.
-        injuries: ``(D, H, W)`` injury codes of the rendered series (canonical order).
-        instance_numbers: ``InstanceNumber`` of each canonical slice as written.
-    """
-    rows = []
-    for target, name in IMAGE_LEVEL_INJURIES:
-        shown = np.flatnonzero((injuries == INJURY_CODES[target]).any(axis=(1, 2)))
-        rows += [
-            {
-                "patient_id": patient_id,
-                "series_id": series_id,
-                "instance_number": int(instance_numbers[k]),
-                "injury_name": name,
-            }
-            for k in shown
-        ]
-    return rows
 
 
 def _write_flare_case(
@@ -376,59 +356,6 @@ def _write_flare_case(
     return case
 
 
-def first_voxel_lps(
-    shape: tuple[int, int, int],
-    spacing: Sequence[float],
-    z_offset_mm: float,
-    shift: Sequence[float] = (0.0, 0.0, 0.0),
-) -> Vec3:
-    """Patient position (LPS, mm) of the centre of canonical voxel ``(0, 0, 0)`` of a phantom.
-
-    The phantom puts voxel ``(k, i, j)`` at ``x = (j + 0.5 - W / 2) dx``, ``y = (i + 0.5 - H /
-    2) dy`` and ``z_offset_mm + (k + 0.5) dz`` towards the feet, i.e. LPS ``z = -(z_offset_mm
-    + (k + 0.5) dz)``; ``shift`` moves the whole volume.
-
-    Args:
-        shape: Canonical ``(D, H, W)``.
-        spacing: ``(dz, dy, dx)`` mm.
-        z_offset_mm: The phantom's ``z_offset_mm``.
-        shift: Added LPS ``(x, y, z)`` mm.
-    """
-    _, h, w = shape
-    dz, dy, dx = (float(v) for v in spacing)
-    return (
-        (0.5 - w / 2) * dx + float(shift[0]),
-        (0.5 - h / 2) * dy + float(shift[1]),
-        -(z_offset_mm + 0.5 * dz) + float(shift[2]),
-    )
-
-
-def stored_origin(
-    corner: Sequence[float],
-    shape: tuple[int, int, int],
-    spacing: Sequence[float],
-    directions: np.ndarray,
-) -> Vec3:
-    """LPS position of the first *stored* voxel of a canonical volume stored along ``directions``.
-
-    Args:
-        corner: LPS position of canonical voxel ``(0, 0, 0)``.
-        shape: Canonical ``(D, H, W)``.
-        spacing: Canonical ``(dz, dy, dx)`` mm.
-        directions: ``(3, 3)``; row ``a`` is the LPS direction of stored axis ``a``.
-
-    Returns:
-        The patient position of the voxel that a stored axis flipped against the canonical
-        one starts from: the far end of that canonical axis.
-    """
-    _, flips = canonical_transform(directions)
-    origin = np.asarray(corner, dtype=float)
-    for axis, flipped in enumerate(flips):
-        if flipped:
-            origin = origin + (shape[axis] - 1) * float(spacing[axis]) * CANONICAL_DIRECTIONS[axis]
-    return (float(origin[0]), float(origin[1]), float(origin[2]))
-
-
 def _write_tables(rsna_root: Path, patients: pd.DataFrame, series: pd.DataFrame) -> None:
     if patients.empty:  # a FLARE-only cohort
         return
@@ -443,17 +370,6 @@ def _write_tables(rsna_root: Path, patients: pd.DataFrame, series: pd.DataFrame)
         part = series[series["split"] == split]
         if len(part):
             write_text_atomic(rsna_root / name, part[meta_columns].to_csv(index=False))
-
-
-def _write_image_level_labels(
-    rsna_root: Path, patients: pd.DataFrame, rows: list[dict[str, Any]]
-) -> None:
-    """``image_level_labels.csv`` of the training patients (a header only when none)."""
-    if patients.empty or not (patients["split"] == "train").any():
-        return
-    columns = ["patient_id", "series_id", "instance_number", "injury_name"]
-    frame = pd.DataFrame(rows, columns=columns)
-    write_text_atomic(rsna_root / "image_level_labels.csv", frame.to_csv(index=False))
 
 
 def parameter_differences(existing: Mapping[str, Any], requested: Mapping[str, Any]) -> str:
