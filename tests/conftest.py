@@ -123,3 +123,40 @@ def tiny_rsna_cache(tiny_cohort, tmp_path_factory: pytest.TempPathFactory) -> Pa
         env={**os.environ, "WANDB_MODE": "disabled"},
     )
     return root
+
+
+SEG_CACHE_SHAPE = (12, 32, 32)
+
+
+@pytest.fixture(scope="session")
+def masked_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 patients (5-6 series) of the phantom, cached at 12 x 32 x 32 with their masks."""
+    import io
+
+    from rich.console import Console
+
+    from ctvoco.cache import VolumeCache, build_cache
+    from ctvoco.data.rsna import rsna_series
+    from ctvoco.preprocessing import PreprocessConfig
+    from ctvoco.synth.cohort import make_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("seg")
+    cohort = make_synthetic_cohort(
+        root / "cohort",
+        n_patients=4,
+        n_flare=0,
+        seed=2,
+        shape=(16, 64, 64),
+        second_series_fraction=0.5,
+        segmented_fraction=1.0,
+        progress=False,
+    )
+    cache = VolumeCache(root / "cache")
+    build_cache(
+        rsna_series(cohort.rsna_root),
+        cache,
+        PreprocessConfig(shape=SEG_CACHE_SHAPE),
+        console=Console(file=io.StringIO()),
+    )
+    assert len(cache.mask_keys()) >= 4
+    return cache.root

@@ -28,7 +28,9 @@ PROGRAM_OVERRIDES = {
     "preprocess": [],
     "synth": [],
     "predict": ["checkpoint=a.ckpt", "input=images"],
+    "segment": [],
 }
+SEGMENT_EXPERIMENTS = ("demo_seg", "rsna_seg")
 TRAINING_PROGRAMS = ("pretrain", "finetune")
 EXTRA_OVERRIDES = {"rsna_voco": ["pretrained=/tmp/backbone.pt"]}
 """What an experiment needs besides ``+experiment=`` to compose."""
@@ -51,6 +53,8 @@ def compositions() -> dict[str, list[str]]:
             entries[f"{program}/experiment={experiment}"] = overrides
         for option in _options("debug"):
             entries[f"{program}/debug={option}"] = [f"debug={option}"]
+    for experiment in SEGMENT_EXPERIMENTS:
+        entries[f"segment/experiment={experiment}"] = [f"+experiment={experiment}"]
     return entries
 
 

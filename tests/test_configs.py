@@ -24,7 +24,9 @@ TOP_CONFIGS = {
     "preprocess": [],
     "synth": [],
     "predict": ["checkpoint=a.ckpt", "input=images"],
+    "segment": [],
 }
+SEGMENT_EXPERIMENTS = {"rsna_seg", "demo_seg"}
 
 
 def compose_config(name: str, overrides: list[str]):
@@ -40,12 +42,18 @@ def test_top_configs_compose_and_resolve(name: str) -> None:
 
 
 def test_every_experiment_is_known() -> None:
-    assert set(EXPERIMENTS) == PRETRAIN_EXPERIMENTS | {"rsna", "rsna_voco", "demo_finetune"}
+    assert set(EXPERIMENTS) == PRETRAIN_EXPERIMENTS | SEGMENT_EXPERIMENTS | {
+        "rsna",
+        "rsna_voco",
+        "demo_finetune",
+    }
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_compose(experiment: str) -> None:
     top = "pretrain" if experiment in PRETRAIN_EXPERIMENTS else "finetune"
+    if experiment in SEGMENT_EXPERIMENTS:
+        top = "segment"
     overrides = [f"+experiment={experiment}", "paths.output_dir=/tmp/x"]
     if experiment == "rsna_voco":
         overrides.append("pretrained=/tmp/backbone.pt")
@@ -59,6 +67,8 @@ def test_experiments_compose(experiment: str) -> None:
 def test_group_options_compose(group: str) -> None:
     for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
         top = "pretrain" if (group != "model" or option.startswith("voco")) else "finetune"
+        if group == "model" and option == "segmenter":
+            top = "segment"
         cfg = compose_config(top, [f"{group}={option}", "paths.output_dir=/tmp/x"])
         OmegaConf.to_container(cfg, resolve=True)
 

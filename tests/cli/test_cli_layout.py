@@ -12,7 +12,7 @@ CLI = ROOT / "src" / "ctvoco" / "cli"
 FLOOR = ["app.py", "config_types.py", "jobs.py", "run_setup.py", "user_errors.py"]
 LAUNCHER = ROOT / "src" / "hydra_plugins" / "ctvoco_launcher" / "process_launcher.py"
 MAX_LINES = 500
-PROGRAMS = ["pretrain", "finetune", "preprocess", "synth", "predict"]
+PROGRAMS = ["pretrain", "finetune", "preprocess", "synth", "predict", "segment"]
 
 
 def _floor_files() -> list[Path]:

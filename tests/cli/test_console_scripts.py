@@ -96,7 +96,9 @@ def test_info_reports_versions(tmp_path: Path) -> None:
     assert "torch" in report.stdout and "CUDA available" in report.stdout
 
 
-@pytest.mark.parametrize("program", ["preprocess", "pretrain", "finetune", "predict", "synth"])
+@pytest.mark.parametrize(
+    "program", ["preprocess", "pretrain", "finetune", "predict", "synth", "segment"]
+)
 def test_program_modules_import_no_torch(program: str) -> None:
     """Preprocessing workers re-import the program's module (it is the main module of the
     console script), so it must leave torch and Lightning to ``main()``."""

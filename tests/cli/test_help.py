@@ -41,6 +41,12 @@ HELP = {
         {"data", "paths"},
         {"trainer", "experiment", "hparams_search", "model", "logger"},
     ),
+    "segment": (
+        "train an organ segmentation U-Net",
+        "ctvoco-segment +experiment=demo_seg",
+        {"data", "model", "trainer", "callbacks", "logger", "experiment"},
+        {"schedule", "hparams_search"},
+    ),
     "synth": (
         "write a synthetic cohort",
         "ctvoco-synth root=",

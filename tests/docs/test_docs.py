@@ -17,7 +17,7 @@ REFERENCE = (DOCS / "config-reference.md").read_text()
 
 # Groups whose every key is documented one by one; the others by option name.
 KEYED_GROUPS = ("data", "model", "trainer", "paths")
-TOP_LEVEL = ("pretrain", "finetune", "predict", "preprocess", "synth")
+TOP_LEVEL = ("pretrain", "finetune", "predict", "preprocess", "synth", "segment")
 
 
 def leaf_keys(node: object, prefix: str = "") -> list[str]:

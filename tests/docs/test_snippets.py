@@ -74,7 +74,7 @@ SNIPPET_ENV = {
 PAGE_TIMEOUT_S = 300
 SLOW_PAGES = {"docs/notebook.md": "trains two small models: 15-45 s on two CPU cores"}
 """Pages whose python blocks run only with the tests marked slow -> why."""
-HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "preprocess", "synth")
+HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "preprocess", "synth", "segment")
 ARGPARSE_PROGRAMS = ("cv-report", "info", "demo", "study")
 RUNNER = """
 import json, sys
@@ -235,6 +235,8 @@ def hydra_overrides(invocation: Invocation, workdir: Path) -> tuple[list[str], b
     multirun (``-m``); ``--config-dir DIR`` becomes a search path entry."""
     overrides, multirun = [], False
     args = list(invocation.args)
+    if invocation.program == "segment" and args[:1] == ["predict"]:
+        args[:1] = ["mode=predict"]  # what the console script does with its subcommand
     while args:
         arg = args.pop(0)
         if arg in ("-m", "--multirun"):

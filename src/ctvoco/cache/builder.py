@@ -318,14 +318,16 @@ def _plan(cache: VolumeCache, selected: Sequence[SeriesSource], retry_failed: bo
     todo: list[_Task] = []
     for source in selected:
         record = cache.record(source.key)
-        if not _is_done(cache, source, record, retry_failed):
+        if not is_done(cache, source, record, retry_failed):
             todo.append((source, record))
     return todo
 
 
-def _is_done(
+def is_done(
     cache: VolumeCache, source: SeriesSource, record: dict[str, Any] | None, retry_failed: bool
 ) -> bool:
+    """Whether ``source`` needs no processing: recorded ok with its array (and, when it has
+    a segmentation, with the mask of that file), or failed and not to be retried."""
     if record is None:
         return False
     if record.get("status") == "ok":

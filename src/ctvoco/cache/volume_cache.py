@@ -312,7 +312,8 @@ class VolumeCache:
         if frame is None:
             frame = self.rebuild_manifest()
         for column in ("error", "warnings", "mask"):
-            frame[column] = frame[column].fillna("").astype(str)
+            # an all-empty column reads as float NaN: make it text without casting NaN to "nan"
+            frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
         return frame
 
     def ready_keys(self) -> list[str]:

@@ -37,6 +37,7 @@ PROGRAM_KEY_TYPES: dict[str, dict[str, Any]] = {
         "segmented_fraction": float,
     },
     "pretrain": {"export_backbone": bool},
+    "segment": {"restart": bool, "predict_batch_size": int},
 }
 """The types of the top-level keys each program reads itself (no ``_target_`` declares them)."""
 _NONE = type(None)

@@ -12,12 +12,15 @@ from ctvoco.data.folds import load_or_make_folds, make_folds
 from ctvoco.data.loading import VolumeDataModule
 from ctvoco.data.rsna import read_rsna_labels, read_series_meta, rsna_series
 from ctvoco.data.sampling import SeededSampler, sample_seed
+from ctvoco.data.segmentation import MaskedSlices, OrganSegmentationDataModule
 
 __all__ = [
     "CachedVolumeDataModule",
     "CachedVolumeDataset",
     "ConcatDataModule",
     "FLAREDataModule",
+    "MaskedSlices",
+    "OrganSegmentationDataModule",
     "RSNADataModule",
     "SeededSampler",
     "VolumeDataModule",

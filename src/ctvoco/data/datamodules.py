@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctvoco.cache.builder import BuildSummary, build_cache
+from ctvoco.cache.builder import BuildSummary, build_cache, is_done
 from ctvoco.cache.volume_cache import VolumeCache
 from ctvoco.data.flare import DEFAULT_PATTERNS, flare_cases
 from ctvoco.data.folds import check_n_folds, load_or_make_folds
@@ -123,11 +123,7 @@ class CachedVolumeDataModule(VolumeDataModule):
         self.cache.ensure_variant(self.preprocess)
         records = {r["key"]: r for r in self.cache.records()}
         missing = [
-            s
-            for s in sources
-            if s.key not in records
-            or (records[s.key]["status"] == "ok" and not self.cache.volume_path(s.key).exists())
-            or (retry_failed and records[s.key]["status"] != "ok")
+            s for s in sources if not is_done(self.cache, s, records.get(s.key), retry_failed)
         ]
         if not missing:
             return None
