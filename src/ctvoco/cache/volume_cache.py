@@ -223,18 +223,13 @@ class VolumeCache:
 
     def load(self, key: str, mmap: bool = True) -> np.ndarray:
         """The cached array of ``key``, memory-mapped read-only by default."""
-        path = self.volume_path(key)
-        if not path.exists():
-            raise DataError(f"{path}: not in the cache (run ctvoco-preprocess first)")
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return load_array(
+            self.volume_path(key), mmap, "not in the cache (run ctvoco-preprocess first)"
+        )
 
     def write(self, key: str, array: np.ndarray) -> Path:
         """Store ``array`` under ``key`` atomically (temporary file, then rename)."""
-        path = self.volume_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-        return path
+        return save_array(self.volume_path(key), array)
 
     def has_mask(self, key: str) -> bool:
         """True when ``key`` is cached with its organ mask."""
@@ -248,18 +243,11 @@ class VolumeCache:
 
     def load_mask(self, key: str, mmap: bool = True) -> np.ndarray:
         """The cached organ mask of ``key``, memory-mapped read-only by default."""
-        path = self.mask_path(key)
-        if not path.exists():
-            raise DataError(f"{path}: no organ mask cached for {key}")
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return load_array(self.mask_path(key), mmap, f"no organ mask cached for {key}")
 
     def write_mask(self, key: str, labels: np.ndarray) -> Path:
         """Store the organ mask of ``key`` atomically."""
-        path = self.mask_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(labels, dtype=np.uint8), allow_pickle=False)
-        return path
+        return save_array(self.mask_path(key), np.asarray(labels, dtype=np.uint8))
 
     def mask_keys(self) -> list[str]:
         """Keys cached with their organ mask."""
@@ -353,6 +341,25 @@ class VolumeCache:
                 f"{needed / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free; free space or set "
                 "data.cache_dir= elsewhere"
             )
+
+
+def load_array(path: Path, mmap: bool, missing: str) -> np.ndarray:
+    """A ``.npy`` array of the cache, memory-mapped read-only with ``mmap``.
+
+    Raises:
+        DataError: ``path`` does not exist (``missing`` says what that means).
+    """
+    if not path.exists():
+        raise DataError(f"{path}: {missing}")
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def save_array(path: Path, array: np.ndarray) -> Path:
+    """Store ``array`` at ``path`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+    return path
 
 
 def _override(value: Any) -> str:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctvoco.cache.volume_cache import VolumeCache
+from ctvoco.cache.volume_cache import VolumeCache, save_array
 from ctvoco.errors import UserError
-from ctvoco.io.atomic import atomic_write, write_text_atomic
+from ctvoco.io.atomic import write_text_atomic
 from ctvoco.preprocessing.stacks import slice_stack
 
 PREDICTED = "predicted_masks"
@@ -93,11 +93,12 @@ def predict_cache(
     cache = VolumeCache(cache_dir)
     folder = cache.root / PREDICTED
     record = folder / MODEL_RECORD
-    if record.exists() and json.loads(record.read_text()) != model:
+    existing = json.loads(record.read_text()) if record.exists() else model
+    if existing != model:
         if not restart:
             raise UserError(
                 f"{folder} holds masks predicted by another model "
-                f"({json.loads(record.read_text()).get('checkpoint')}); pass restart=true to "
+                f"({existing.get('checkpoint')}); pass restart=true to "
                 "delete them and predict again, or use another cache"
             )
         shutil.rmtree(folder)
@@ -107,9 +108,9 @@ def predict_cache(
     for key in cache.ready_keys() if keys is None else keys:
         path = predicted_mask_path(cache, key)
         if not path.exists():
-            labels = predict_series(net, cache.load(key), context=context, batch_size=batch_size)
-            with atomic_write(path, "wb") as handle:
-                np.save(handle, labels, allow_pickle=False)
+            save_array(
+                path, predict_series(net, cache.load(key), context=context, batch_size=batch_size)
+            )
             done.append(key)
         if advance is not None:
             advance(key)
